@@ -1,0 +1,1 @@
+"""Training core: no bpy here."""

@@ -1,0 +1,27 @@
+"""Choice of compute device."""
+
+from __future__ import annotations
+
+
+def resolve_device(name: str = "auto") -> str:
+    """'auto' gives 'cuda' when a CUDA GPU is usable, else 'cpu'. Asking for 'cuda' without one
+    is an error rather than a silent fallback, so a user who asked for the GPU knows."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but PyTorch reports no usable CUDA GPU")
+        return "cuda"
+    if name == "cpu":
+        return "cpu"
+    raise ValueError(f"device must be auto, cpu or cuda; got {name!r}")
+
+
+def describe_device(device: str) -> str:
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({torch.get_num_threads()} threads)"

@@ -1,0 +1,43 @@
+"""A fitted field: network, the object-to-field transform, the box it was fitted in, and its report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .config import FieldConfig
+from .geometry import FieldTransform
+from .networks import FieldNetwork
+
+
+@dataclass
+class NeuralField:
+    config: FieldConfig
+    network: FieldNetwork
+    transform: FieldTransform
+    # Axis-aligned box in field space that holds the surface (the source's bounds, padded).
+    box_low: np.ndarray
+    box_high: np.ndarray
+    report: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    @torch.no_grad()
+    def evaluate_field_space(self, points: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:
+        """Field values at field-space points (q, 3), in chunks to bound memory."""
+        self.network.eval()
+        out = torch.empty(len(points), dtype=torch.float32, device=points.device)
+        for start in range(0, len(points), chunk):
+            out[start : start + chunk] = self.network(points[start : start + chunk]).float()
+        return out
+
+    def signed_distance(self, points_object: np.ndarray) -> np.ndarray:
+        """Predicted signed distance in object units at object-space points (q, 3)."""
+        points = torch.as_tensor(
+            self.transform.to_field(points_object), dtype=torch.float32, device=self.device
+        )
+        return self.evaluate_field_space(points).double().cpu().numpy() / self.transform.scale

@@ -1,0 +1,121 @@
+"""The `.nfield` file: a versioned, code-free container for a fitted field.
+
+Layout: a NumPy `.npz` archive (a zip) holding
+- `__header__`: UTF-8 JSON as a uint8 array: format name and version, field config, the
+  object-to-field transform, the box, and the training report;
+- `param/<name>`: one array per network parameter or buffer (float32).
+It is read with `allow_pickle=False`, so loading a file never executes code. Writes go to a
+temporary file in the same folder and are renamed into place, so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+
+import numpy as np
+import torch
+
+from .config import FieldConfig, config_from_dict, config_to_dict
+from .field import NeuralField
+from .geometry import FieldTransform
+from .networks import FieldNetwork
+
+FORMAT_NAME = "neural-field"
+FORMAT_VERSION = 1
+SUFFIX = ".nfield"
+
+
+class FieldFileError(ValueError):
+    """A field file is missing, corrupt, or from a newer version."""
+
+
+def save_field(path: str | os.PathLike, field: NeuralField) -> None:
+    path = os.fspath(path)
+    header = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "field_config": config_to_dict(field.config),
+        "transform": field.transform.as_dict(),
+        "box_low": [float(v) for v in field.box_low],
+        "box_high": [float(v) for v in field.box_high],
+        "report": field.report,
+    }
+    arrays = {"__header__": np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)}
+    for name, tensor in field.network.state_dict().items():
+        arrays[f"param/{name}"] = tensor.detach().float().cpu().numpy()
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def read_header(path: str | os.PathLike) -> dict:
+    """The header of a field file, checked for format and version."""
+    with _open_archive(path) as data:
+        return _parse_header(path, data)
+
+
+def load_field(path: str | os.PathLike, device: str = "cpu") -> NeuralField:
+    path = os.fspath(path)
+    with _open_archive(path) as data:
+        header = _parse_header(path, data)
+        try:
+            config = config_from_dict(FieldConfig, header["field_config"])
+            network = FieldNetwork(config)
+            state = {
+                key[len("param/") :]: torch.from_numpy(np.array(data[key]))
+                for key in data.files
+                if key.startswith("param/")
+            }
+            network.load_state_dict(state, strict=True)
+            transform = FieldTransform.from_dict(header["transform"])
+            box_low = np.asarray(header["box_low"], dtype=np.float64)
+            box_high = np.asarray(header["box_high"], dtype=np.float64)
+        except (KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as error:
+            raise FieldFileError(f"field file {path} is corrupt: {error}") from error
+    return NeuralField(
+        config=config,
+        network=network.to(device),
+        transform=transform,
+        box_low=box_low,
+        box_high=box_high,
+        report=header.get("report", {}),
+    )
+
+
+def _open_archive(path):
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FieldFileError(f"field file not found: {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise FieldFileError(f"field file {path} is corrupt or not a field file: {error}") from error
+
+
+def _parse_header(path, data) -> dict:
+    try:
+        header = json.loads(bytes(np.asarray(data["__header__"], dtype=np.uint8)).decode("utf-8"))
+    except (KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise FieldFileError(f"field file {path} has no readable header: {error}") from error
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        raise FieldFileError(f"{path} is not a Neural Field file")
+    version = header.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise FieldFileError(f"field file {path} has an invalid version {version!r}")
+    if version > FORMAT_VERSION:
+        raise FieldFileError(
+            f"field file {path} was written by a newer Neural Field (format version {version}); "
+            f"this version reads up to {FORMAT_VERSION}. Update the add-on to open it."
+        )
+    return header

@@ -1,0 +1,15 @@
+"""Mesh arrays, normalisation, surface sampling, exact distance and winding numbers."""
+
+from .mesh import FieldTransform, TriangleMesh
+from .query import INSIDE_WINDING, MeshQuery
+from .sampling import sample_near_surface, sample_surface, sample_uniform_box
+
+__all__ = [
+    "FieldTransform",
+    "INSIDE_WINDING",
+    "MeshQuery",
+    "TriangleMesh",
+    "sample_near_surface",
+    "sample_surface",
+    "sample_uniform_box",
+]
