@@ -1,0 +1,197 @@
+"""Analytic test shapes built in numpy, their exact signed distances, and paths the tests share.
+
+Not tests. Meshes are (vertices (n, 3) float64, faces (m, 3) int64) tuples so they can be handed
+to `TriangleMesh` or written to a file; closed meshes have outward-oriented triangles (counter-
+clockwise seen from outside). Exact SDFs are negative inside, in the same units as the meshes.
+
+Imported by the test modules as `from analytic import ...`: pytest puts this folder on sys.path
+(it has no __init__.py), and the sys.path lines below keep that true under other import modes
+and make the checkout's `neural_field_addon` importable.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(TESTS_DIR)
+# The shared meshes live beside the repository checkout (../shared/meshes), never inside it.
+SHARED_MESHES = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "meshes"))
+
+# The package is imported from the checkout, not from an install.
+for _folder in (TESTS_DIR, REPO_ROOT):
+    if _folder not in sys.path:
+        sys.path.insert(0, _folder)
+
+
+# ----------------------------------------------------------------------------- meshes
+
+
+def icosphere(radius: float = 1.0, subdivisions: int = 3, center=(0.0, 0.0, 0.0)):
+    """Closed, outward-oriented sphere: an icosahedron subdivided `subdivisions` times, every
+    vertex projected onto the sphere (so the mesh is inscribed: faces lie just inside it)."""
+    t = (1.0 + 5.0**0.5) / 2.0
+    vertices = [
+        (-1, t, 0), (1, t, 0), (-1, -t, 0), (1, -t, 0),
+        (0, -1, t), (0, 1, t), (0, -1, -t), (0, 1, -t),
+        (t, 0, -1), (t, 0, 1), (-t, 0, -1), (-t, 0, 1),
+    ]
+    faces = [
+        (0, 11, 5), (0, 5, 1), (0, 1, 7), (0, 7, 10), (0, 10, 11),
+        (1, 5, 9), (5, 11, 4), (11, 10, 2), (10, 7, 6), (7, 1, 8),
+        (3, 9, 4), (3, 4, 2), (3, 2, 6), (3, 6, 8), (3, 8, 9),
+        (4, 9, 5), (2, 4, 11), (6, 2, 10), (8, 6, 7), (9, 8, 1),
+    ]
+    vertices = [np.asarray(v, dtype=np.float64) / np.linalg.norm(v) for v in vertices]
+    for _ in range(subdivisions):
+        midpoint_of = {}
+
+        def midpoint(i, j):
+            key = (min(i, j), max(i, j))
+            if key not in midpoint_of:
+                m = vertices[i] + vertices[j]
+                vertices.append(m / np.linalg.norm(m))
+                midpoint_of[key] = len(vertices) - 1
+            return midpoint_of[key]
+
+        finer = []
+        for a, b, c in faces:
+            ab, bc, ca = midpoint(a, b), midpoint(b, c), midpoint(c, a)
+            finer += [(a, ab, ca), (b, bc, ab), (c, ca, bc), (ab, bc, ca)]
+        faces = finer
+    points = np.array(vertices) * radius + np.asarray(center, dtype=np.float64)
+    return points, np.array(faces, dtype=np.int64)
+
+
+def uv_sphere(radius: float = 1.0, rings: int = 24, segments: int = 48, upper_only: bool = False):
+    """Latitude-longitude sphere, outward-oriented. With `upper_only` it stops at the equator,
+    giving an open hemisphere (a bowl with one circular boundary)."""
+    last_ring = rings // 2 if upper_only else rings - 1
+    theta = np.pi * np.arange(1, last_ring + 1) / rings  # polar angle of each ring, from +z
+    phi = 2.0 * np.pi * np.arange(segments) / segments
+    ring_points = np.stack(
+        [
+            np.outer(np.sin(theta), np.cos(phi)),
+            np.outer(np.sin(theta), np.sin(phi)),
+            np.outer(np.cos(theta), np.ones_like(phi)),
+        ],
+        axis=-1,
+    ).reshape(-1, 3)
+    north = 0
+    vertices = [np.array([[0.0, 0.0, 1.0]]), ring_points]
+    ring_start = 1
+    faces = []
+    j = np.arange(segments)
+    k = (j + 1) % segments
+    # North cap: fan from the pole, counter-clockwise seen from above.
+    faces.append(np.stack([np.full(segments, north), ring_start + j, ring_start + k], axis=1))
+    for ring in range(last_ring - 1):
+        top, bottom = ring_start + ring * segments, ring_start + (ring + 1) * segments
+        faces.append(np.stack([top + j, bottom + j, bottom + k], axis=1))
+        faces.append(np.stack([top + j, bottom + k, top + k], axis=1))
+    if not upper_only:
+        south = 1 + len(ring_points)
+        vertices.append(np.array([[0.0, 0.0, -1.0]]))
+        bottom = ring_start + (last_ring - 1) * segments
+        faces.append(np.stack([np.full(segments, south), bottom + k, bottom + j], axis=1))
+    return np.concatenate(vertices) * radius, np.concatenate(faces).astype(np.int64)
+
+
+def hemisphere(radius: float = 1.0, rings: int = 24, segments: int = 48):
+    """Open mesh: the upper half (z >= 0) of a UV sphere, outward-oriented, boundary at z = 0."""
+    return uv_sphere(radius, rings, segments, upper_only=True)
+
+
+def torus(major: float = 1.0, minor: float = 0.35, major_segments: int = 64, minor_segments: int = 32):
+    """Closed, outward-oriented torus around the z axis: tube radius `minor`, centre circle
+    radius `major`."""
+    u = 2.0 * np.pi * np.arange(major_segments) / major_segments
+    v = 2.0 * np.pi * np.arange(minor_segments) / minor_segments
+    uu, vv = np.meshgrid(u, v, indexing="ij")
+    ring = major + minor * np.cos(vv)
+    vertices = np.stack([ring * np.cos(uu), ring * np.sin(uu), minor * np.sin(vv)], axis=-1)
+    i, j = np.meshgrid(np.arange(major_segments), np.arange(minor_segments), indexing="ij")
+    i2, j2 = (i + 1) % major_segments, (j + 1) % minor_segments
+
+    def index(a, b):
+        return (a * minor_segments + b).ravel()
+
+    faces = np.concatenate(
+        [
+            np.stack([index(i, j), index(i2, j), index(i2, j2)], axis=1),
+            np.stack([index(i, j), index(i2, j2), index(i, j2)], axis=1),
+        ]
+    )
+    return vertices.reshape(-1, 3), faces.astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- exact SDFs
+
+
+def sphere_sdf(points, radius: float = 1.0, center=(0.0, 0.0, 0.0)) -> np.ndarray:
+    points = np.asarray(points, dtype=np.float64) - np.asarray(center, dtype=np.float64)
+    return np.linalg.norm(points, axis=-1) - radius
+
+
+def torus_sdf(points, major: float = 1.0, minor: float = 0.35) -> np.ndarray:
+    points = np.asarray(points, dtype=np.float64)
+    ring = np.hypot(points[..., 0], points[..., 1]) - major
+    return np.hypot(ring, points[..., 2]) - minor
+
+
+# ----------------------------------------------------------------------------- mesh checks
+
+
+def inscribed_gap(vertices, faces) -> float:
+    """Largest gap between a sphere centred at the origin through all `vertices` and its
+    inscribed mesh: radius minus the smallest distance from the origin to a face plane.
+    This bounds |mesh distance - sphere distance| for every query point (Hausdorff)."""
+    tri = vertices[faces]
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    normal /= np.linalg.norm(normal, axis=1, keepdims=True)
+    plane_distance = np.abs(np.sum(normal * tri[:, 0], axis=1))
+    radius = float(np.linalg.norm(vertices, axis=1).max())
+    return radius - float(plane_distance.min())
+
+
+def edge_face_counts(faces) -> np.ndarray:
+    """How many faces use each undirected edge."""
+    faces = np.asarray(faces)
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    _, counts = np.unique(edges, axis=0, return_counts=True)
+    return counts
+
+
+def directed_edges_unique(faces) -> bool:
+    """True when no directed edge appears twice: neighbouring faces are wound consistently."""
+    faces = np.asarray(faces)
+    directed = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    return len(np.unique(directed, axis=0)) == len(directed)
+
+
+def signed_volume(vertices, faces) -> float:
+    """Volume enclosed by a closed mesh by the divergence theorem; positive when outward."""
+    tri = np.asarray(vertices)[np.asarray(faces)]
+    return float(np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6.0)
+
+
+def write_obj(path, vertices, faces) -> None:
+    """A minimal Wavefront OBJ, written here rather than through our own meshio on purpose."""
+    with open(path, "w", encoding="ascii") as handle:
+        handle.writelines(f"v {x:.17g} {y:.17g} {z:.17g}\n" for x, y, z in vertices)
+        handle.writelines(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in faces)
+
+
+def read_obj(path):
+    """Vertices and triangle faces of an OBJ of `v` and triangle `f` lines (tests' own reader)."""
+    vertices, faces = [], []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("v "):
+                vertices.append([float(x) for x in line.split()[1:4]])
+            elif line.startswith("f "):
+                faces.append([int(token.split("/")[0]) - 1 for token in line.split()[1:4]])
+    return np.array(vertices, dtype=np.float64), np.array(faces, dtype=np.int64)

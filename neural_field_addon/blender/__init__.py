@@ -1,0 +1,1 @@
+"""The thin bpy side: mesh exchange, worker jobs, operators, properties, panel, preferences."""

@@ -1,0 +1,83 @@
+"""The sidebar panel: 3D View > Sidebar > Neural Field."""
+
+from __future__ import annotations
+
+import bpy
+
+
+class VIEW3D_PT_neural_field(bpy.types.Panel):
+    bl_label = "Neural Field"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Neural Field"
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.neural_field
+
+        if settings.is_running:
+            box = layout.box()
+            if hasattr(box, "progress"):  # Blender 4.0+
+                box.progress(factor=settings.progress, type="BAR", text=settings.status or "Working")
+            else:
+                box.label(text=f"{settings.progress * 100:.0f}% {settings.status}")
+            box.operator("neural_field.cancel", icon="CANCEL")
+
+        col = layout.column(align=True)
+        col.label(text="Fit", icon="MOD_REMESH")
+        col.prop(settings, "steps")
+        col.prop(settings, "device")
+        col.prop(settings, "seed")
+        col.prop(settings, "evaluate")
+        col.operator("neural_field.fit", icon="PLAY")
+
+        col = layout.column(align=True)
+        col.label(text="Extraction", icon="MESH_ICOSPHERE")
+        col.prop(settings, "resolution")
+        col.prop(settings, "level")
+        col.operator("neural_field.extract", icon="FILE_REFRESH")
+
+        obj = context.active_object
+        if obj is not None and obj.neural_field.is_field:
+            self._draw_field(layout, obj)
+
+    @staticmethod
+    def _draw_field(layout, obj):
+        import os
+
+        from .storage import absolute_path
+
+        record = obj.neural_field
+        box = layout.box()
+        box.label(text=f"Field of {record.source_name or '?'}", icon="OUTLINER_DATA_META")
+        path = absolute_path(record.field_path)
+        if not os.path.isfile(path):
+            box.label(text=f"Field file missing: {record.field_path}", icon="ERROR")
+        else:
+            box.label(text=f"File: {bpy.path.basename(path)}")
+        box.label(text=f"{record.steps} steps, {record.parameters:,} parameters, {record.train_seconds:.1f} s")
+        box.label(text=f"Device: {record.device}")
+        box.label(text=f"Extracted at {record.resolution}, level {record.level:g}")
+        if record.chamfer >= 0:
+            box.label(text=f"Chamfer-L1 {record.chamfer:.2e} of diagonal")
+            box.label(text=f"Normal consistency {record.normal_consistency:.3f}, F-score {record.fscore:.3f}")
+
+
+class VIEW3D_PT_neural_field_network(bpy.types.Panel):
+    bl_label = "Network"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Neural Field"
+    bl_parent_id = "VIEW3D_PT_neural_field"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        settings = context.scene.neural_field
+        col = self.layout.column(align=True)
+        col.prop(settings, "encoding")
+        if settings.encoding == "FOURIER":
+            col.prop(settings, "fourier_sigma")
+        col.prop(settings, "width")
+        col.prop(settings, "depth")
+        col.prop(settings, "batch")
+        col.prop(settings, "learning_rate")

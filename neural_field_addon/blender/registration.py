@@ -1,0 +1,32 @@
+"""register()/unregister(): classes in order, properties attached to Scene and Object."""
+
+from __future__ import annotations
+
+import bpy
+
+from . import operators, panel, preferences, properties
+
+CLASSES = (
+    properties.NeuralFieldSceneSettings,
+    properties.NeuralFieldObjectSettings,
+    preferences.NeuralFieldPreferences,
+    operators.NEURAL_FIELD_OT_fit,
+    operators.NEURAL_FIELD_OT_extract,
+    operators.NEURAL_FIELD_OT_cancel,
+    panel.VIEW3D_PT_neural_field,
+    panel.VIEW3D_PT_neural_field_network,
+)
+
+
+def register():
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.neural_field = bpy.props.PointerProperty(type=properties.NeuralFieldSceneSettings)
+    bpy.types.Object.neural_field = bpy.props.PointerProperty(type=properties.NeuralFieldObjectSettings)
+
+
+def unregister():
+    del bpy.types.Object.neural_field
+    del bpy.types.Scene.neural_field
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

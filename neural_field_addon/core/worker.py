@@ -1,0 +1,143 @@
+"""Worker subprocess: python -m <package>.core.worker JOB.json
+
+Runs the tasks of a job file and speaks typed JSON lines on stdout, one object per line:
+  {"type": "progress", "task": i, "phase": ..., "step": s, "steps": n, "loss": ..., ...}
+  {"type": "log" | "warning", "message": ...}
+  {"type": "result", "task": i, ...}       one per finished task
+  {"type": "error", "task": i, "message": ...}
+  {"type": "done"}                          last line of a job that ran to the end
+Nothing else is written to stdout: stray prints from libraries are sent to stderr. Arrays
+travel as files in the job folder (meshes as NPZ), never through the pipe.
+
+Job file: {"tasks": [...]}, each task one of
+  {"type": "fit", "mesh": NPZ, "field_path": P, "field_config": {...}, "train_config": {...},
+   "extract": {"resolution": R, "level": L}, "mesh_out": NPZ, "evaluate": bool}
+  {"type": "extract", "field_path": P, "device": D, "resolution": R, "level": L, "mesh_out": NPZ}
+Paths are relative to the job file's folder unless absolute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+
+
+class _Channel:
+    """The protocol stream: the real stdout, kept away from everything else that prints."""
+
+    def __init__(self):
+        self._stream = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8")
+        sys.stdout.flush()
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+        sys.stdout = sys.stderr
+
+    def send(self, kind: str, **payload) -> None:
+        self._stream.write(json.dumps({"type": kind, **payload}) + "\n")
+        self._stream.flush()
+
+
+def _resolve(base: str, path: str) -> str:
+    return path if os.path.isabs(path) else os.path.join(base, path)
+
+
+def _save_mesh_npz(path: str, mesh) -> None:
+    import numpy as np
+
+    temporary = path + ".tmp.npz"
+    np.savez(temporary, vertices=mesh.vertices.astype("float32"), faces=mesh.faces.astype("int32"))
+    os.replace(temporary, path)
+
+
+def run_fit(task: dict, base: str, channel: _Channel, index: int) -> dict:
+    from .config import FieldConfig, TrainConfig, config_from_dict
+    from .extraction import extract_isosurface
+    from .fieldfile import save_field
+    from .meshio import load_mesh
+    from .metrics import compare_meshes
+    from .training import fit_field
+
+    mesh = load_mesh(_resolve(base, task["mesh"]))
+    field_config = config_from_dict(FieldConfig, task.get("field_config", {}))
+    train_config = config_from_dict(TrainConfig, task.get("train_config", {}))
+
+    def on_progress(info):
+        channel.send("progress", task=index, **info)
+
+    field = fit_field(mesh, field_config, train_config, on_progress=on_progress)
+    field_path = _resolve(base, task["field_path"])
+    save_field(field_path, field)
+    result = {"field_path": field_path, "report": field.report}
+    extract = task.get("extract")
+    if extract:
+        channel.send("progress", task=index, phase="extract", step=0, steps=1)
+        start = time.perf_counter()
+        surface = extract_isosurface(field, extract["resolution"], extract.get("level", 0.0))
+        result["extract_seconds"] = time.perf_counter() - start
+        mesh_out = _resolve(base, task["mesh_out"])
+        _save_mesh_npz(mesh_out, surface)
+        result["mesh_out"] = mesh_out
+        if task.get("evaluate", True):
+            channel.send("progress", task=index, phase="evaluate", step=0, steps=1)
+            start = time.perf_counter()
+            result["metrics"] = compare_meshes(mesh, surface, samples=20_000)
+            result["evaluate_seconds"] = time.perf_counter() - start
+    return result
+
+
+def run_extract(task: dict, base: str, channel: _Channel, index: int) -> dict:
+    from .devices import resolve_device
+    from .extraction import extract_isosurface
+    from .fieldfile import load_field
+
+    channel.send("progress", task=index, phase="extract", step=0, steps=1)
+    start = time.perf_counter()
+    field = load_field(_resolve(base, task["field_path"]), device=resolve_device(task.get("device", "auto")))
+    surface = extract_isosurface(field, task["resolution"], task.get("level", 0.0))
+    mesh_out = _resolve(base, task["mesh_out"])
+    _save_mesh_npz(mesh_out, surface)
+    return {"mesh_out": mesh_out, "extract_seconds": time.perf_counter() - start}
+
+
+RUNNERS = {"fit": run_fit, "extract": run_extract}
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    channel = _Channel()
+    if len(argv) != 1:
+        channel.send("error", task=None, message="usage: python -m ...core.worker JOB.json")
+        return 2
+    job_path = os.path.abspath(argv[0])
+    try:
+        with open(job_path, encoding="utf-8") as handle:
+            job = json.load(handle)
+    except (OSError, ValueError) as error:
+        channel.send("error", task=None, message=f"cannot read job file {job_path}: {error}")
+        return 2
+    base = os.path.dirname(job_path)
+    failed = False
+    for index, task in enumerate(job.get("tasks", [])):
+        runner = RUNNERS.get(task.get("type"))
+        if runner is None:
+            channel.send("error", task=index, message=f"unknown task type {task.get('type')!r}")
+            failed = True
+            continue
+        try:
+            result = runner(task, base, channel, index)
+        except (ValueError, FileNotFoundError, RuntimeError, MemoryError) as error:
+            # Expected failures (bad mesh, empty surface, CUDA OOM) become a message, and the
+            # remaining tasks still run.
+            traceback.print_exc()
+            channel.send("error", task=index, message=str(error))
+            failed = True
+            continue
+        channel.send("result", task=index, **result)
+    channel.send("done")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
