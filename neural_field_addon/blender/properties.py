@@ -18,6 +18,16 @@ DEVICE_ITEMS = (
     ("CPU", "CPU", "Train on the CPU"),
     ("CUDA", "CUDA", "Train on the NVIDIA GPU (fails with a message if there is none)"),
 )
+
+def _relative_path_options() -> set:
+    """Blender 4.5+ warns on '//' paths unless a property declares that it supports them."""
+    try:
+        StringProperty(options={"PATH_SUPPORTS_BLEND_RELATIVE"})
+    except TypeError:
+        return set()
+    return {"PATH_SUPPORTS_BLEND_RELATIVE"}
+
+
 ENCODING_ITEMS = (
     ("FOURIER", "Fourier Features", "Gaussian random Fourier features (Tancik et al. 2020)"),
     ("POSITIONAL", "Positional", "NeRF positional encoding: sines and cosines at octave frequencies"),
@@ -54,7 +64,8 @@ class NeuralFieldSceneSettings(bpy.types.PropertyGroup):
 
 class NeuralFieldObjectSettings(bpy.types.PropertyGroup):
     is_field: BoolProperty(name="Is Field", default=False)
-    field_path: StringProperty(name="Field File", subtype="FILE_PATH", default="")
+    field_path: StringProperty(
+        name="Field File", subtype="FILE_PATH", default="", options=_relative_path_options())
     source: PointerProperty(name="Source", type=bpy.types.Object)
     source_name: StringProperty(name="Source Name", default="")
     steps: IntProperty(name="Steps", default=0)
