@@ -48,3 +48,27 @@ def shared_mesh():
         return full
 
     return path
+
+
+@pytest.fixture(scope="session")
+def addon(tmp_path_factory):
+    """The extension built with Blender's tool and installed the way Blender installs it;
+    returns the installed package (bl_ext.user_default.neural_field_addon)."""
+    import importlib
+
+    bpy = pytest.importorskip("bpy")
+    sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
+    import build_extension
+
+    zip_path = build_extension.build(str(tmp_path_factory.mktemp("dist")))
+    bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
+    return importlib.import_module("bl_ext.user_default.neural_field_addon")
+
+
+@pytest.fixture
+def empty_scene(addon):
+    """A fresh, empty scene with the add-on enabled."""
+    import bpy
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    return bpy.context.scene
