@@ -95,3 +95,20 @@ def test_worker_that_dies_gives_an_error_with_exit_code():
         assert errors and "stopped unexpectedly" in errors[0]["message"]
     finally:
         job.cleanup()
+
+
+def test_worker_without_pytorch_says_which_packages_are_missing(tmp_path):
+    import subprocess
+    import sys
+
+    # A bare virtual environment: the interpreter runs, but has no PyTorch.
+    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+    job = WorkerJob(python=str(tmp_path / "bare" / "bin" / "python"))
+    try:
+        job.add_task({"type": "extract", "field_path": "x.nfield", "resolution": 16, "mesh_out": "o.npz"})
+        job.start()
+        messages = _wait_for(job, lambda m: m["type"] == "done", timeout=30)
+        errors = [m for m in messages if m["type"] == "error"]
+        assert errors and "PyTorch" in errors[0]["message"] and "Python for Training" in errors[0]["message"]
+    finally:
+        job.cleanup()

@@ -102,6 +102,13 @@ def run_extract(task: dict, base: str, channel: _Channel, index: int) -> dict:
 
 
 RUNNERS = {"fit": run_fit, "extract": run_extract}
+REQUIRED_MODULES = {"torch": "PyTorch", "numpy": "NumPy", "skimage": "scikit-image"}
+
+
+def _missing_dependencies() -> list[str]:
+    import importlib.util
+
+    return [name for module, name in REQUIRED_MODULES.items() if importlib.util.find_spec(module) is None]
 
 
 def main(argv=None) -> int:
@@ -116,6 +123,16 @@ def main(argv=None) -> int:
             job = json.load(handle)
     except (OSError, ValueError) as error:
         channel.send("error", task=None, message=f"cannot read job file {job_path}: {error}")
+        return 2
+    missing = _missing_dependencies()
+    if missing:
+        channel.send(
+            "error",
+            task=None,
+            message=f"the training Python ({sys.executable}) lacks {', '.join(missing)}: set "
+            "'Python for Training' in the add-on preferences to an interpreter that has them",
+        )
+        channel.send("done")
         return 2
     base = os.path.dirname(job_path)
     failed = False
