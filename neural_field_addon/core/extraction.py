@@ -75,6 +75,6 @@ def extract_isosurface(field: NeuralField, resolution: int = 256, level: float =
     vertices, faces, _, _ = marching_cubes(padded, level=iso, spacing=(h, h, h))
     origin = np.array([axes[0][0], axes[1][0], axes[2][0]]) - h
     vertices = field.transform.to_object(vertices.astype(np.float64) + origin)
-    # scikit-image winds triangles for a field that decreases into the object; ours increases
-    # outward (negative inside), so flip to make normals face outward.
-    return TriangleMesh(vertices, faces[:, ::-1].astype(np.int64))
+    # scikit-image's default winding (gradient_direction="descent") already faces outward for a
+    # field that is negative inside.
+    return TriangleMesh(vertices, faces.astype(np.int64))

@@ -8,6 +8,7 @@ naming the file and the problem.
 from __future__ import annotations
 
 import os
+import zipfile
 
 import numpy as np
 
@@ -31,7 +32,7 @@ def load_mesh(path: str | os.PathLike) -> TriangleMesh:
         else:
             raise ValueError(f"unsupported mesh format {suffix!r}; use .obj, .ply or .npz")
         return TriangleMesh(vertices, faces)
-    except (ValueError, KeyError, IndexError, OSError, UnicodeDecodeError) as error:
+    except (ValueError, KeyError, IndexError, OSError, UnicodeDecodeError, zipfile.BadZipFile) as error:
         raise ValueError(f"cannot read mesh {path}: {error}") from error
 
 

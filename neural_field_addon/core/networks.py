@@ -21,15 +21,17 @@ class FieldNetwork(nn.Module):
     def __init__(self, config: FieldConfig):
         super().__init__()
         self.config = config
-        torch.manual_seed(config.init_seed)
-        self.encoding = build_encoding(config)
-        layers = []
-        in_dim = self.encoding.out_dim
-        for _ in range(config.depth):
-            layers += [nn.Linear(in_dim, config.width), _activation(config.activation)]
-            in_dim = config.width
-        self.mlp = nn.Sequential(*layers)
-        self.head = nn.Linear(in_dim, 1)
+        # Seeded initialisation without disturbing the caller's global random state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.init_seed)
+            self.encoding = build_encoding(config)
+            layers = []
+            in_dim = self.encoding.out_dim
+            for _ in range(config.depth):
+                layers += [nn.Linear(in_dim, config.width), _activation(config.activation)]
+                in_dim = config.width
+            self.mlp = nn.Sequential(*layers)
+            self.head = nn.Linear(in_dim, 1)
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """Field values (q,) at field-space points (q, 3)."""

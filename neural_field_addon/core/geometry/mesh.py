@@ -22,6 +22,8 @@ class TriangleMesh:
     def __post_init__(self):
         vertices = np.asarray(self.vertices, dtype=np.float64)
         faces = np.asarray(self.faces)
+        if faces.size == 0:
+            raise ValueError("the mesh has no faces: a field needs a surface to fit")
         if vertices.ndim != 2 or vertices.shape[1] != 3:
             raise ValueError(f"vertices must have shape (n, 3), got {vertices.shape}")
         if faces.ndim != 2 or faces.shape[1] != 3:
@@ -32,8 +34,6 @@ class TriangleMesh:
         if faces.size and not np.issubdtype(faces.dtype, np.integer):
             raise ValueError(f"face indices must be integers, got {faces.dtype}")
         faces = faces.astype(np.int64, copy=False)
-        if len(faces) == 0:
-            raise ValueError("the mesh has no faces: a field needs a surface to fit")
         if not np.all(np.isfinite(vertices)):
             bad = int(np.count_nonzero(~np.all(np.isfinite(vertices), axis=1)))
             raise ValueError(f"the mesh has {bad} vertices with NaN or infinite coordinates")

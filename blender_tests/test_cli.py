@@ -1,0 +1,268 @@
+"""The command line `python -m neural_field_addon.core`, run as a real subprocess from the repo
+root: fit, extract, eval and sdf on analytic and real meshes, bad input, and the import rules
+(the core works without bpy; the add-on package imports neither torch nor bpy).
+
+Bounds were measured on a 2-core CPU (torch 2.13, seed 0) with a 2-3x margin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from analytic import (
+    REPO_ROOT,
+    SHARED_MESHES,
+    edge_face_counts,
+    icosphere,
+    inscribed_gap,
+    read_obj,
+    sphere_sdf,
+    torus,
+    write_obj,
+)
+
+# Small enough for a few seconds on two CPU cores; a low Fourier sigma so 200 steps leave no
+# floaters in the corners of the box (the default 1.5 does at this length).
+FIT_OPTIONS = [
+    "--steps", "200", "--pool-size", "32768", "--batch", "4096",
+    "--width", "64", "--fourier-sigma", "0.75", "--device", "cpu",
+]
+RESOLUTION = "64"
+SAMPLES = "10000"
+
+
+def run_cli(*args, check=True) -> subprocess.CompletedProcess:
+    """Run the CLI in a fresh interpreter from the repository root."""
+    result = subprocess.run(
+        [sys.executable, "-m", "neural_field_addon.core", *map(str, args)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"CLI {args} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+def last_json_line(result: subprocess.CompletedProcess) -> dict:
+    lines = result.stdout.strip().splitlines()
+    assert lines, f"no stdout; stderr was:\n{result.stderr}"
+    return json.loads(lines[-1])
+
+
+def fit_extract_eval(mesh_path, folder) -> dict:
+    field_path, surface_path = folder / "field.nfield", folder / "surface.obj"
+    fit = run_cli("fit", mesh_path, "-o", field_path, *FIT_OPTIONS, "--json")
+    extract = run_cli(
+        "extract", field_path, "-o", surface_path, "--resolution", RESOLUTION, "--device", "cpu", "--json"
+    )
+    evaluate = run_cli("eval", mesh_path, surface_path, "--samples", SAMPLES, "--json")
+    return {"fit": fit, "extract": extract, "eval": evaluate, "surface": surface_path, "field": field_path}
+
+
+@pytest.fixture(scope="module")
+def torus_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli_torus")
+    mesh_path = folder / "torus.obj"
+    write_obj(mesh_path, *torus(1.0, 0.35))
+    return fit_extract_eval(mesh_path, folder)
+
+
+# ----------------------------------------------------------------------------- fit, extract, eval
+
+
+def test_fit_prints_its_report_as_json_on_the_last_stdout_line(torus_run):
+    report = last_json_line(torus_run["fit"])
+    assert report["field"] == str(torus_run["field"])
+    assert report["report"]["steps"] == 200
+    assert report["report"]["source_faces"] == 4096
+    assert os.path.isfile(torus_run["field"])
+
+
+def test_extract_prints_json_and_writes_a_closed_mesh(torus_run):
+    report = last_json_line(torus_run["extract"])
+    vertices, faces = read_obj(torus_run["surface"])
+    assert report["faces"] == len(faces) > 0
+    assert report["vertices"] == len(vertices)
+    assert np.all(edge_face_counts(faces) == 2)
+
+
+def test_eval_of_the_fitted_torus_reports_chamfer_below_bound(torus_run):
+    result = last_json_line(torus_run["eval"])
+    # Measured 2.7e-4 of the diagonal.
+    assert result["chamfer_l1"] < 7e-4
+    assert result["samples"] == int(SAMPLES)
+
+
+def test_human_readable_messages_go_to_stderr_not_stdout(torus_run):
+    for step in ("fit", "extract", "eval"):
+        assert len(torus_run[step].stdout.strip().splitlines()) == 1
+        assert torus_run[step].stderr.strip()
+
+
+def test_shared_spot_mesh_fits_extracts_and_evaluates_below_bound(tmp_path):
+    spot = os.path.join(SHARED_MESHES, "spot.obj")
+    if not os.path.isfile(spot):
+        pytest.skip(f"shared test mesh not available: {spot}")
+    run = fit_extract_eval(spot, tmp_path)
+    _, faces = read_obj(run["surface"])
+    assert np.all(edge_face_counts(faces) == 2)
+    # Measured 4.7e-4 of the diagonal (Hausdorff 0.012).
+    assert last_json_line(run["eval"])["chamfer_l1"] < 1.2e-3
+
+
+def test_suzanne_from_blender_fits_extracts_and_evaluates_below_bound(tmp_path):
+    bpy = pytest.importorskip("bpy")
+    bpy.ops.wm.read_homefile(use_empty=True)
+    bpy.ops.mesh.primitive_monkey_add()
+    mesh = bpy.context.active_object.data
+    mesh.calc_loop_triangles()
+    vertices = np.array([v.co[:] for v in mesh.vertices])
+    faces = np.array([t.vertices[:] for t in mesh.loop_triangles])
+    mesh_path = tmp_path / "suzanne.npz"
+    np.savez(mesh_path, vertices=vertices, faces=faces)
+    run = fit_extract_eval(mesh_path, tmp_path)
+    # Suzanne is open (eye sockets) and has three bodies; the winding number still gives a
+    # closed surface. Measured 1.5e-3 of the diagonal at these small settings.
+    _, surface_faces = read_obj(run["surface"])
+    assert np.all(edge_face_counts(surface_faces) == 2)
+    assert last_json_line(run["eval"])["chamfer_l1"] < 3.5e-3
+
+
+# ----------------------------------------------------------------------------- sdf
+
+
+def test_sdf_is_negative_inside_positive_outside_and_close_to_the_analytic_sphere(tmp_path):
+    radius = 0.8
+    vertices, faces = icosphere(radius, subdivisions=3)
+    write_obj(tmp_path / "sphere.obj", vertices, faces)
+    rng = np.random.default_rng(21)
+    directions = rng.normal(size=(600, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    lengths = np.concatenate([rng.uniform(0.0, 0.7, 300), rng.uniform(0.9, 2.0, 300)])
+    points = directions * lengths[:, None]
+    np.save(tmp_path / "points.npy", points)
+
+    result = run_cli(
+        "sdf", tmp_path / "sphere.obj", tmp_path / "points.npy", "-o", tmp_path / "sdf.npy",
+        "--device", "cpu", "--json",
+    )
+
+    sdf = np.load(tmp_path / "sdf.npy")
+    assert last_json_line(result)["points"] == 600
+    assert np.all(sdf[:300] < 0.0) and np.all(sdf[300:] > 0.0)
+    # The inscribed mesh is within 0.0036 of the sphere, which bounds the difference.
+    assert np.max(np.abs(sdf - sphere_sdf(points, radius))) <= inscribed_gap(vertices, faces) + 1e-6
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_missing_mesh_file_exits_non_zero_saying_not_found(tmp_path):
+    result = run_cli("fit", tmp_path / "nowhere.obj", "-o", tmp_path / "f.nfield", check=False)
+    assert result.returncode != 0
+    assert "not found" in result.stderr
+
+
+def test_garbage_mesh_file_exits_non_zero_with_a_message_not_a_traceback(tmp_path):
+    path = tmp_path / "garbage.obj"
+    path.write_bytes(np.random.default_rng(22).bytes(4096))
+    result = run_cli("fit", path, "-o", tmp_path / "f.nfield", check=False)
+    assert result.returncode != 0
+    assert "cannot read mesh" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_damaged_npz_mesh_exits_non_zero_with_a_message_not_a_traceback(tmp_path):
+    path = tmp_path / "damaged.npz"
+    path.write_bytes(b"PK\x03\x04" + np.random.default_rng(23).bytes(512))
+    result = run_cli("fit", path, "-o", tmp_path / "f.nfield", check=False)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+
+
+def test_mesh_without_faces_exits_non_zero_saying_no_faces(tmp_path):
+    path = tmp_path / "points_only.npz"
+    np.savez(path, vertices=np.eye(3), faces=np.zeros((0, 3), dtype=np.int64))
+    result = run_cli("fit", path, "-o", tmp_path / "f.nfield", check=False)
+    assert result.returncode != 0
+    assert "no faces" in result.stderr
+
+
+def test_extracting_a_missing_field_file_exits_non_zero_saying_not_found(tmp_path):
+    result = run_cli("extract", tmp_path / "nowhere.nfield", "-o", tmp_path / "out.obj", check=False)
+    assert result.returncode != 0
+    assert "not found" in result.stderr
+
+
+# ----------------------------------------------------------------------------- import rules
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+BLOCK_BPY = """
+import importlib.abc, sys
+
+class BlockBpy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "bpy" or name.startswith("bpy."):
+            raise ImportError("bpy is blocked in this test")
+        return None
+
+sys.meta_path.insert(0, BlockBpy())
+"""
+
+
+def test_core_and_all_its_modules_import_without_bpy():
+    code = BLOCK_BPY + """
+import importlib, json, pkgutil
+try:
+    import bpy
+except ImportError:
+    pass
+else:
+    raise SystemExit("the bpy block did not work")
+import neural_field_addon.core as core
+names = sorted(
+    info.name for info in pkgutil.walk_packages(core.__path__, "neural_field_addon.core.")
+    if not info.name.endswith("__main__")
+)
+for name in names:
+    importlib.import_module(name)
+print(json.dumps(names))
+"""
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+    imported = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    expected = {
+        "neural_field_addon.core." + name
+        for name in (
+            "cli", "config", "encodings", "extraction", "fieldfile", "geometry",
+            "geometry.bruteforce", "geometry.query", "geometry.sampling", "meshio",
+            "metrics", "networks", "training",
+        )
+    }
+    assert expected <= imported
+
+
+def test_importing_the_addon_package_does_not_import_torch():
+    result = _python("import sys, neural_field_addon; print('torch' in sys.modules)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_importing_the_addon_package_does_not_import_bpy():
+    result = _python(BLOCK_BPY + "import neural_field_addon; print('imported')")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "imported"
