@@ -149,11 +149,21 @@ def _render_side_by_side(source, field_object, path: str) -> None:
     source.color = (0.75, 0.75, 0.78, 1.0)
     field_object.color = (0.95, 0.55, 0.25, 1.0)
 
+    for label, x in (("Source", -offset.x), ("Neural field", offset.x)):
+        text = bpy.data.objects.new(label, bpy.data.curves.new(label, "FONT"))
+        text.data.body = label
+        text.data.align_x = "CENTER"
+        text.data.size = 0.3
+        text.location = (x, 0.0, -0.35)
+        text.rotation_euler = (1.5708, 0.0, 0.0)
+        text.color = (0.15, 0.15, 0.15, 1.0)
+        scene.collection.objects.link(text)
+
     camera_data = bpy.data.cameras.new("DemoCamera")
     camera = bpy.data.objects.new("DemoCamera", camera_data)
     scene.collection.objects.link(camera)
     camera.location = (0.0, -7.5, 2.2)
-    camera.rotation_euler = (1.49, 0.0, 0.0)
+    camera.rotation_euler = (1.40, 0.0, 0.0)
     camera_data.lens = 40
     scene.camera = camera
 
