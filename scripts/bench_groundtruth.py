@@ -1,0 +1,56 @@
+"""Speed of ground-truth queries: exact distance, winding number and signed distance per backend.
+
+    python scripts/bench_groundtruth.py [--mesh PATH] [--points N] [--backends libigl,torch] [--device cpu|cuda]
+
+Points are uniform in the mesh's bounding box padded by 10% of its size on each side, seed 0.
+The torch brute force is run on at most --reference-points points (it is the slow reference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from neural_field_addon.core.geometry import MeshQuery  # noqa: E402
+from neural_field_addon.core.meshio import load_mesh  # noqa: E402
+
+
+def timed(function, *args):
+    start = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mesh", default=os.path.join(os.path.dirname(ROOT), "shared", "meshes", "stanford-bunny.obj"))
+    parser.add_argument("--points", type=int, default=200_000)
+    parser.add_argument("--reference-points", type=int, default=2_000)
+    parser.add_argument("--backends", default="libigl,torch")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    mesh = load_mesh(args.mesh)
+    low, high = mesh.bounds
+    pad = 0.1 * (high - low)
+    rng = np.random.default_rng(0)
+    print(f"{os.path.basename(args.mesh)}: {len(mesh.faces)} triangles, device {args.device}")
+    print(f"{'backend':8} {'points':>8} {'distance q/s':>14} {'winding q/s':>14} {'signed q/s':>14}")
+    for backend in args.backends.split(","):
+        count = args.points if backend != "torch" else min(args.points, args.reference_points)
+        points = rng.uniform(low - pad, high + pad, size=(count, 3))
+        query = MeshQuery(mesh, device=args.device, backend=backend)
+        rates = [count / timed(f, points) for f in (query.distance, query.winding_number, query.signed_distance)]
+        print(f"{backend:8} {count:8d} " + " ".join(f"{r:14,.0f}" for r in rates))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
