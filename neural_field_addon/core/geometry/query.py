@@ -1,10 +1,12 @@
 """Ground-truth queries on a triangle mesh: distance, winding number, signed distance, occupancy.
 
 `MeshQuery` picks the fastest exact backend available:
-- libigl when installed: its AABB tree for exact distance and its hierarchical fast winding
-  number (Barill et al. 2018), on the CPU in float64 (libigl's float32 paths are unreliable,
-  see FINDINGS.md). Even for a CUDA fit this beats the brute force below by orders of magnitude;
-- otherwise: the brute-force PyTorch reference in `bruteforce`, on `device`.
+- 'bvh' when Numba is installed: our BVH (bvh.py) with compiled CPU traversals (bvh_cpu.py):
+  exact float64 distance and the hierarchical winding number of Barill et al. (2018), whose
+  accuracy is `beta`. Measured faster than libigl for signed distance (docs/BENCHMARKS.md);
+- 'libigl' when installed: its AABB tree for exact distance and its fast winding number, in
+  float64 (libigl's float32 paths are unreliable, see FINDINGS.md);
+- 'torch': the brute-force PyTorch reference in `bruteforce`, on `device`.
 Results are float64 numpy arrays in the mesh's own coordinates whichever backend ran.
 """
 
@@ -15,6 +17,8 @@ import numpy as np
 from .mesh import TriangleMesh
 
 INSIDE_WINDING = 0.5
+# Winding numbers this close to 0.5 are re-evaluated at a higher accuracy (bvh backend).
+REFINE_BAND = 0.3
 
 
 def _libigl():
@@ -25,20 +29,34 @@ def _libigl():
     return igl
 
 
-class MeshQuery:
-    """Exact queries against one mesh. `backend` is 'auto', 'libigl' or 'torch'."""
+def _has_numba() -> bool:
+    import importlib.util
 
-    def __init__(self, mesh: TriangleMesh, device: str = "cpu", backend: str = "auto"):
+    return importlib.util.find_spec("numba") is not None
+
+
+BACKENDS = ("bvh", "libigl", "torch")
+
+
+class MeshQuery:
+    """Exact queries against one mesh. `backend` is 'auto' or one of BACKENDS; `beta` is the
+    accuracy of the hierarchical winding number (larger is more accurate and slower)."""
+
+    def __init__(self, mesh: TriangleMesh, device: str = "cpu", backend: str = "auto", beta: float = 2.0):
         self.mesh = mesh
         self.device = str(device)
+        self.beta = float(beta)
         igl = _libigl()
         if backend == "auto":
-            backend = "libigl" if igl is not None else "torch"
+            backend = "bvh" if _has_numba() else ("libigl" if igl is not None else "torch")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown geometry backend {backend!r}; expected one of {', '.join(BACKENDS)}")
         if backend == "libigl" and igl is None:
             raise ValueError("backend 'libigl' requested but the libigl package is not installed")
-        if backend not in ("libigl", "torch"):
-            raise ValueError(f"unknown geometry backend {backend!r}")
+        if backend == "bvh" and not _has_numba():
+            raise ValueError("backend 'bvh' requested but the numba package is not installed")
         self.backend = backend
+        self._bvh = None
         self._igl = igl
         self._faces_c = np.ascontiguousarray(mesh.faces, dtype=np.int64)
         self._vertices_c = np.ascontiguousarray(mesh.vertices, dtype=np.float64)
@@ -57,9 +75,21 @@ class MeshQuery:
         vertices, faces = self._torch_mesh
         return vertices, faces, torch.as_tensor(points, dtype=vertices.dtype, device=self.device)
 
+    @property
+    def bvh(self):
+        if self._bvh is None:
+            from .bvh import build_bvh
+
+            self._bvh = build_bvh(self.mesh)
+        return self._bvh
+
     def closest_points(self, points: np.ndarray):
         """(distance (q,), closest point (q, 3), face index (q,)) for points (q, 3)."""
         points = _as_points(points)
+        if self.backend == "bvh":
+            from . import bvh_cpu
+
+            return bvh_cpu.closest_points(self.bvh, points)
         if self.backend == "libigl":
             sq, face, closest = self._igl.point_mesh_squared_distance(
                 points, self._vertices_c, self._faces_c
@@ -80,6 +110,17 @@ class MeshQuery:
 
     def winding_number(self, points: np.ndarray) -> np.ndarray:
         points = _as_points(points)
+        if self.backend == "bvh":
+            from . import bvh_cpu
+
+            winding = bvh_cpu.winding_number(self.bvh, points, self.beta)
+            # The far-field expansion is second order, so values can be off by a few percent at
+            # small beta (7% inside a 320-face sphere at beta 2). Where the sign could be in
+            # doubt, evaluate again three times more accurately (error ~ beta^-3, about 0.1%).
+            doubtful = np.abs(winding - INSIDE_WINDING) < REFINE_BAND
+            if self.beta > 0 and doubtful.any():
+                winding[doubtful] = bvh_cpu.winding_number(self.bvh, points[doubtful], 3.0 * self.beta)
+            return winding
         if self.backend == "libigl":
             return self._igl.fast_winding_number(self._vertices_c, self._faces_c, points)
         from . import bruteforce
