@@ -41,3 +41,36 @@ def test_fit_on_cuda_reaches_the_cpu_bound_on_a_sphere():
     assert field.report["device"] == "cuda"
     figures = compare_meshes(mesh, extract_isosurface(field, 64), samples=10_000)
     assert figures["chamfer_l1"] < 6e-4
+
+
+def _bvh_probe(mesh, count, seed):
+    rng = np.random.default_rng(seed)
+    low, high = mesh.bounds
+    pad = 0.1 * (high - low)
+    return rng.uniform(low - pad, high + pad, size=(count, 3))
+
+
+def test_triton_bvh_distance_matches_the_cpu_bvh_and_the_torch_walk():
+    from neural_field_addon.core.geometry import MeshQuery, TriangleMesh
+
+    mesh = TriangleMesh(*torus(1.0, 0.35, 96, 48))
+    points = _bvh_probe(mesh, 20_000, seed=7)
+    points = np.concatenate([points, mesh.vertices[:500]])
+    reference = MeshQuery(mesh, backend="bvh").distance(points)
+    for backend in ("triton", "bvh-torch"):
+        distance = MeshQuery(mesh, device="cuda", backend=backend).distance(points)
+        assert np.abs(distance - reference).max() < 1e-6 * mesh.diagonal, backend
+
+
+def test_triton_winding_sign_matches_exact_where_decisive():
+    from neural_field_addon.core.geometry import MeshQuery, TriangleMesh
+
+    mesh = TriangleMesh(*torus(1.0, 0.35, 96, 48))
+    points = _bvh_probe(mesh, 5_000, seed=8)
+    exact = MeshQuery(mesh, device="cuda", backend="torch").winding_number(points)
+    torch_walk = MeshQuery(mesh, device="cuda", backend="bvh-torch")._hierarchical_winding(points, 2.0)
+    triton_walk = MeshQuery(mesh, device="cuda", backend="triton")._hierarchical_winding(points, 2.0)
+    assert np.abs(triton_walk - torch_walk).max() < 1e-4
+    fast = MeshQuery(mesh, device="cuda", backend="triton").winding_number(points)
+    decisive = np.abs(exact - 0.5) > 0.02
+    assert np.array_equal(fast[decisive] > 0.5, exact[decisive] > 0.5)

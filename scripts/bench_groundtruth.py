@@ -35,6 +35,7 @@ def main() -> int:
     parser.add_argument("--reference-points", type=int, default=2_000)
     parser.add_argument("--backends", default="libigl,torch")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--kernel-points", type=int, default=1 << 22, help="points for the CUDA kernel-only timing")
     args = parser.parse_args()
 
     mesh = load_mesh(args.mesh)
@@ -42,14 +43,46 @@ def main() -> int:
     pad = 0.1 * (high - low)
     rng = np.random.default_rng(0)
     print(f"{os.path.basename(args.mesh)}: {len(mesh.faces)} triangles, device {args.device}")
-    print(f"{'backend':8} {'points':>8} {'distance q/s':>14} {'winding q/s':>14} {'signed q/s':>14}")
+    print(f"{'backend':8} {'points':>8} {'distance q/s':>14} {'winding q/s':>14} {'signed q/s':>14}  structure")
     for backend in args.backends.split(","):
         count = args.points if backend != "torch" else min(args.points, args.reference_points)
         points = rng.uniform(low - pad, high + pad, size=(count, 3))
         query = MeshQuery(mesh, device=args.device, backend=backend)
+        structure = ""
+        if backend == "bvh":
+            build = timed(lambda: query.bvh)
+            structure = f"build {build:.3f} s, {query.bvh.nbytes / len(mesh.faces):.1f} bytes/triangle"
+        query.signed_distance(points[:16])  # warm-up: compilation or loading of cached kernels
         rates = [count / timed(f, points) for f in (query.distance, query.winding_number, query.signed_distance)]
-        print(f"{backend:8} {count:8d} " + " ".join(f"{r:14,.0f}" for r in rates))
+        print(f"{backend:8} {count:8d} " + " ".join(f"{r:14,.0f}" for r in rates) + f"  {structure}")
+    if args.device == "cuda":
+        kernel_rates(mesh, low, high, pad, args.kernel_points)
     return 0
+
+
+def kernel_rates(mesh, low, high, pad, count: int) -> None:
+    """Device-only throughput of the Triton walks (points and results stay on the GPU)."""
+    import torch
+
+    query = MeshQuery(mesh, device="cuda", backend="triton")
+    tree = query.device_bvh
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    low_t = torch.as_tensor(low - pad, device="cuda", dtype=torch.float32)
+    span = torch.as_tensor(high - low + 2 * pad, device="cuda", dtype=torch.float32)
+    sets = [low_t + torch.rand(count, 3, device="cuda", generator=generator) * span for _ in range(3)]
+    for name, run in (("distance", lambda p: tree.closest_points(p)), ("winding", lambda p: tree.winding_number(p, 2.0))):
+        run(sets[0])
+        torch.cuda.synchronize()
+        times = []
+        for repeat in range(6):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            run(sets[repeat % 3])
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1000.0)
+        median = sorted(times)[len(times) // 2]
+        print(f"triton kernel {name:9} {count:,} points: {median * 1e3:.2f} ms, {count / median / 1e6:,.1f} M queries/s")
 
 
 if __name__ == "__main__":

@@ -29,13 +29,16 @@ def _libigl():
     return igl
 
 
-def _has_numba() -> bool:
+def _has_module(name: str) -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("numba") is not None
+    return importlib.util.find_spec(name) is not None
 
 
-BACKENDS = ("bvh", "libigl", "torch")
+# bvh: Numba on the CPU; triton: Triton kernels on CUDA; bvh-torch: the same walks in plain
+# PyTorch on any device; libigl; torch: brute force (the reference).
+BACKENDS = ("bvh", "triton", "bvh-torch", "libigl", "torch")
+BVH_BACKENDS = ("bvh", "triton", "bvh-torch")
 
 
 class MeshQuery:
@@ -48,15 +51,22 @@ class MeshQuery:
         self.beta = float(beta)
         igl = _libigl()
         if backend == "auto":
-            backend = "bvh" if _has_numba() else ("libigl" if igl is not None else "torch")
+            if self.device.startswith("cuda"):
+                backend = "triton" if _has_module("triton") else "bvh-torch"
+            elif _has_module("numba"):
+                backend = "bvh"
+            else:
+                backend = "libigl" if igl is not None else "bvh-torch"
         if backend not in BACKENDS:
             raise ValueError(f"unknown geometry backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-        if backend == "libigl" and igl is None:
-            raise ValueError("backend 'libigl' requested but the libigl package is not installed")
-        if backend == "bvh" and not _has_numba():
-            raise ValueError("backend 'bvh' requested but the numba package is not installed")
+        for name, module in (("libigl", "igl"), ("bvh", "numba"), ("triton", "triton")):
+            if backend == name and not _has_module(module):
+                raise ValueError(f"backend {name!r} requested but the {module} package is not installed")
+        if backend == "triton" and not self.device.startswith("cuda"):
+            raise ValueError("backend 'triton' runs on CUDA only; use device 'cuda'")
         self.backend = backend
         self._bvh = None
+        self._device_bvh = None
         self._igl = igl
         self._faces_c = np.ascontiguousarray(mesh.faces, dtype=np.int64)
         self._vertices_c = np.ascontiguousarray(mesh.vertices, dtype=np.float64)
@@ -83,6 +93,28 @@ class MeshQuery:
             self._bvh = build_bvh(self.mesh)
         return self._bvh
 
+    @property
+    def device_bvh(self):
+        """The BVH's arrays on the query device, with the walks of the chosen backend."""
+        if self._device_bvh is None:
+            import torch
+
+            if self.backend == "triton":
+                from .bvh_triton import TritonBVH
+
+                self._device_bvh = TritonBVH(self.bvh, self.device)
+            else:
+                from .bvh_torch import DeviceBVH
+
+                dtype = torch.float64 if self.device == "cpu" else torch.float32
+                self._device_bvh = DeviceBVH(self.bvh, self.device, dtype)
+        return self._device_bvh
+
+    def _device_points(self, points):
+        import torch
+
+        return torch.as_tensor(points, device=self.device, dtype=self.device_bvh.dtype)
+
     def closest_points(self, points: np.ndarray):
         """(distance (q,), closest point (q, 3), face index (q,)) for points (q, 3)."""
         points = _as_points(points)
@@ -90,6 +122,13 @@ class MeshQuery:
             from . import bvh_cpu
 
             return bvh_cpu.closest_points(self.bvh, points)
+        if self.backend in ("triton", "bvh-torch"):
+            from . import bvh_torch
+
+            tree = self.device_bvh
+            walk = tree.closest_points if self.backend == "triton" else (lambda p: bvh_torch.closest_points(tree, p))
+            distance, closest, face = walk(self._device_points(points))
+            return distance.double().cpu().numpy(), closest.double().cpu().numpy(), face.cpu().numpy()
         if self.backend == "libigl":
             sq, face, closest = self._igl.point_mesh_squared_distance(
                 points, self._vertices_c, self._faces_c
@@ -110,16 +149,14 @@ class MeshQuery:
 
     def winding_number(self, points: np.ndarray) -> np.ndarray:
         points = _as_points(points)
-        if self.backend == "bvh":
-            from . import bvh_cpu
-
-            winding = bvh_cpu.winding_number(self.bvh, points, self.beta)
+        if self.backend in BVH_BACKENDS:
+            winding = self._hierarchical_winding(points, self.beta)
             # The far-field expansion is second order, so values can be off by a few percent at
             # small beta (7% inside a 320-face sphere at beta 2). Where the sign could be in
             # doubt, evaluate again three times more accurately (error ~ beta^-3, about 0.1%).
             doubtful = np.abs(winding - INSIDE_WINDING) < REFINE_BAND
             if self.beta > 0 and doubtful.any():
-                winding[doubtful] = bvh_cpu.winding_number(self.bvh, points[doubtful], 3.0 * self.beta)
+                winding[doubtful] = self._hierarchical_winding(points[doubtful], 3.0 * self.beta)
             return winding
         if self.backend == "libigl":
             return self._igl.fast_winding_number(self._vertices_c, self._faces_c, points)
@@ -127,6 +164,20 @@ class MeshQuery:
 
         vertices, faces, p = self._torch_arrays(points)
         return bruteforce.winding_number(vertices, faces, p).double().cpu().numpy()
+
+    def _hierarchical_winding(self, points: np.ndarray, beta: float) -> np.ndarray:
+        if self.backend == "bvh":
+            from . import bvh_cpu
+
+            return bvh_cpu.winding_number(self.bvh, points, beta)
+        from . import bvh_torch
+
+        tree = self.device_bvh
+        if self.backend == "triton":
+            values = tree.winding_number(self._device_points(points), beta)
+        else:
+            values = bvh_torch.winding_number(tree, self._device_points(points), beta)
+        return values.double().cpu().numpy()
 
     def signed_distance(self, points: np.ndarray) -> np.ndarray:
         """Exact distance, negative where the winding number exceeds 0.5 (inside)."""
