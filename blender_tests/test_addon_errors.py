@@ -3,11 +3,15 @@ scene changes."""
 
 from __future__ import annotations
 
-import os
+import importlib
 
 import pytest
 
 bpy = pytest.importorskip("bpy")
+
+
+def _operators():
+    return importlib.import_module("bl_ext.user_default.neural_field_addon.blender.operators")
 
 
 def _scene_snapshot():
@@ -19,7 +23,7 @@ def _fit_error() -> str:
     with pytest.raises(RuntimeError) as error:
         bpy.ops.neural_field.fit()
     assert _scene_snapshot() == before
-    assert bpy.context.scene.neural_field.is_running is False
+    assert not _operators().STATE.running
     return str(error.value)
 
 
@@ -30,14 +34,26 @@ def test_fit_without_selection_names_the_problem(empty_scene):
     assert "Nothing is selected" in _fit_error()
 
 
-def test_fit_with_non_mesh_active_object_names_the_problem(empty_scene):
+def _add_camera(scene):
     camera = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
-    empty_scene.collection.objects.link(camera)
+    scene.collection.objects.link(camera)
+    return camera
+
+
+def test_fit_with_only_a_camera_selected_names_the_problem(empty_scene):
+    camera = _add_camera(empty_scene)
     camera.select_set(True)
     bpy.context.view_layer.objects.active = camera
     message = _fit_error()
-    assert "not a mesh" in message or "None of the selected objects is a mesh" in message
-    assert "camera" in message.lower()
+    assert "None of the selected objects is a mesh" in message and "camera" in message
+
+
+def test_fit_with_unselected_non_mesh_active_object_names_the_problem(empty_scene):
+    camera = _add_camera(empty_scene)
+    camera.select_set(False)
+    bpy.context.view_layer.objects.active = camera
+    message = _fit_error()
+    assert "'Camera' is a camera, not a mesh" in message
 
 
 def test_fit_with_mesh_without_faces_names_the_problem(empty_scene):
@@ -56,8 +72,39 @@ def test_extract_with_missing_field_file_names_the_problem(empty_scene, tmp_path
     obj = bpy.context.active_object
     obj.neural_field.is_field = True
     obj.neural_field.field_path = str(tmp_path / "gone.nfield")
-    mesh_before = obj.data.name
-    with pytest.raises(RuntimeError, match="missing"):
+    mesh_before = obj.data
+    with pytest.raises(RuntimeError, match="missing") as error:
         bpy.ops.neural_field.extract()
-    assert obj.data.name == mesh_before
-    assert not os.path.exists(tmp_path / "gone.nfield")
+    assert "gone.nfield" in str(error.value)
+    assert obj.data == mesh_before
+
+
+def test_extract_in_edit_mode_is_refused_and_changes_nothing(empty_scene, tmp_path):
+    bpy.ops.mesh.primitive_cube_add()
+    obj = bpy.context.active_object
+    obj.neural_field.is_field = True
+    field_file = tmp_path / "cube.nfield"
+    field_file.write_bytes(b"not read: the mode check comes first")
+    obj.neural_field.field_path = str(field_file)
+    bpy.ops.object.mode_set(mode="EDIT")
+    try:
+        with pytest.raises(RuntimeError, match="Edit Mode"):
+            bpy.ops.neural_field.extract()
+        assert obj.neural_field.resolution == 0
+    finally:
+        bpy.ops.object.mode_set(mode="OBJECT")
+
+
+def test_extract_on_a_non_field_object_explains_why_it_is_unavailable(empty_scene):
+    bpy.ops.mesh.primitive_cube_add()
+    with pytest.raises(RuntimeError, match="not a neural field"):
+        bpy.ops.neural_field.extract()
+
+
+def test_progress_text_reports_step_loss_and_times_per_task():
+    fraction, text = _operators()._progress_text(
+        {"task": 1, "phase": "train", "step": 50, "steps": 200, "loss": 0.0123, "elapsed": 10.0, "remaining": 30.0},
+        task_count=2,
+    )
+    assert fraction == pytest.approx((1 + 0.25) / 2)
+    assert text == "[2/2] Training 50/200, loss 1.23e-02, 10 s elapsed, 30 s left"

@@ -52,7 +52,7 @@ class WorkerJob:
         with open(self.path("job.json"), "w", encoding="utf-8") as handle:
             json.dump({"tasks": self.tasks}, handle)
         env = dict(os.environ)
-        paths = [os.path.dirname(PACKAGE_DIR), *self.extra_paths]
+        paths = [self._package_root(), *self.extra_paths]
         if env.get("PYTHONPATH"):
             paths.append(env["PYTHONPATH"])
         env["PYTHONPATH"] = os.pathsep.join(paths)
@@ -77,6 +77,17 @@ class WorkerJob:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
+    def _package_root(self) -> str:
+        """A folder holding only our package (a link to it), so the worker does not see the
+        other extensions installed beside it as top-level packages."""
+        root = self.path("package")
+        os.makedirs(root, exist_ok=True)
+        try:
+            os.symlink(PACKAGE_DIR, os.path.join(root, os.path.basename(PACKAGE_DIR)), target_is_directory=True)
+        except OSError:  # no symlinks (Windows without the privilege): use the parent folder
+            return os.path.dirname(PACKAGE_DIR)
+        return root
+
     def _read(self) -> None:
         for line in self.process.stdout:
             line = line.strip()
@@ -85,6 +96,8 @@ class WorkerJob:
             try:
                 message = json.loads(line)
             except ValueError:
+                message = None
+            if not isinstance(message, dict) or "type" not in message:
                 message = {"type": "log", "message": line}
             self.messages.put(message)
         self.process.wait()
@@ -139,7 +152,10 @@ class WorkerJob:
                 self.process.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-                self.process.wait(timeout=5)
+                try:
+                    self.process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass  # unkillable (stuck in the driver): leave it to the OS
         self.done = True
 
     def cleanup(self) -> None:

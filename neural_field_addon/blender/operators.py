@@ -32,44 +32,73 @@ class InputError(Exception):
     """Bad input found before any job starts; the message is reported as it is."""
 
 
+class JobState:
+    """The one running job, in Python memory: never saved in the .blend and not touched by undo,
+    so a crash, a save during a fit or Ctrl+Z cannot leave a stale 'running' flag behind."""
+
+    def __init__(self):
+        self.job: WorkerJob | None = None
+        self.progress = 0.0
+        self.status = ""
+        self.cancel_requested = False
+
+    @property
+    def running(self) -> bool:
+        return self.job is not None
+
+    def begin(self, job: WorkerJob) -> None:
+        self.job, self.progress, self.status, self.cancel_requested = job, 0.0, "Starting worker", False
+
+    def end(self) -> None:
+        if self.job is not None:
+            self.job.cleanup()
+        self.job, self.progress, self.status, self.cancel_requested = None, 0.0, "", False
+
+
+STATE = JobState()
+
+
 class _WorkerOperator:
     """Shared modal/blocking driver. Subclasses implement fill_job() and apply()."""
 
-    _job: WorkerJob | None = None
     _timer = None
+    _workspace = None
 
     # --- to implement -------------------------------------------------------------------
     def fill_job(self, context, job: WorkerJob) -> None:
-        """Check the input (raise InputError) and add the job's tasks and input files."""
+        """Check the input (raise InputError), add the job's tasks and input files, and keep a
+        copy of the settings that apply() will record (they may change while the job runs)."""
         raise NotImplementedError
 
     def apply(self, context, job: WorkerJob, results: dict, errors: list) -> set:
         raise NotImplementedError
 
     # --- driving ------------------------------------------------------------------------
-    def _start(self, context) -> WorkerJob | None:
+    def _start(self, context) -> bool:
+        if STATE.running:
+            self.report({"ERROR"}, "A Neural Field job is already running; cancel it or wait")
+            return False
         job = WorkerJob(python=worker_python(context), extra_paths=worker_paths())
         try:
             self.fill_job(context, job)
             job.start()
-        except (InputError, WorkerError, ValueError, OSError) as error:
+        except (InputError, WorkerError) as error:
             job.cleanup()
             self.report({"ERROR"}, str(error))
-            return None
-        settings = context.scene.neural_field
-        settings.is_running = True
-        settings.cancel_requested = False
-        settings.progress = 0.0
-        settings.status = "Starting worker"
+            return False
+        except Exception as error:  # noqa: BLE001 - never leave a traceback and a job folder behind
+            job.cleanup()
+            self.report({"ERROR"}, f"Neural Field could not start: {type(error).__name__}: {error}")
+            return False
+        STATE.begin(job)
         self._results, self._errors = {}, []
-        return job
+        return True
 
-    def _handle(self, context, messages) -> None:
-        settings = context.scene.neural_field
+    def _handle(self, messages) -> None:
         for message in messages:
             kind = message.get("type")
             if kind == "progress":
-                settings.progress, settings.status = _progress_text(message, len(self._job.tasks))
+                STATE.progress, STATE.status = _progress_text(message, len(STATE.job.tasks))
             elif kind == "result":
                 self._results[message["task"]] = message
             elif kind == "error":
@@ -78,73 +107,71 @@ class _WorkerOperator:
                 self.report({"WARNING"}, message.get("message", ""))
 
     def _finish(self, context) -> set:
-        job, self._job = self._job, None
-        settings = context.scene.neural_field
-        settings.is_running = False
-        settings.cancel_requested = False
-        settings.progress = 0.0
-        settings.status = ""
+        job = STATE.job
         try:
             return self.apply(context, job, self._results, self._errors)
         finally:
-            job.cleanup()
+            STATE.end()
 
     def execute(self, context):
-        self._job = self._start(context)
-        if self._job is None:
+        if not self._start(context):
             return {"CANCELLED"}
         last_print, last_status = 0.0, ""
         try:
-            while not self._job.done:
-                self._handle(context, self._job.wait_messages(timeout=0.25))
-                status = context.scene.neural_field.status
-                if status != last_status and time.monotonic() - last_print > 2.0:
-                    print(f"Neural Field: {status}", flush=True)
-                    last_print, last_status = time.monotonic(), status
+            while not STATE.job.done:
+                self._handle(STATE.job.wait_messages(timeout=0.25))
+                if STATE.status != last_status and time.monotonic() - last_print > 2.0:
+                    print(f"Neural Field: {STATE.status}", flush=True)
+                    last_print, last_status = time.monotonic(), STATE.status
         except BaseException:
             # Interrupted (Ctrl+C in a script): stop the worker and leave the scene as it was.
-            self._abandon(context)
+            STATE.end()
             raise
         return self._finish(context)
 
-    def _abandon(self, context) -> None:
-        self._job.cleanup()
-        self._job = None
-        settings = context.scene.neural_field
-        settings.is_running = False
-        settings.cancel_requested = False
-        settings.status = ""
-
     def invoke(self, context, event):
-        if bpy.app.background:
+        if bpy.app.background or context.window is None:
             return self.execute(context)
-        self._job = self._start(context)
-        if self._job is None:
+        if not self._start(context):
             return {"CANCELLED"}
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.1, window=context.window)
+        self._workspace = context.workspace
         wm.modal_handler_add(self)
         return {"RUNNING_MODAL"}
 
     def modal(self, context, event):
-        settings = context.scene.neural_field
-        if event.type == "ESC" or settings.cancel_requested:
-            self._stop_modal(context)
-            self._abandon(context)
-            self.report({"WARNING"}, "Neural Field job cancelled; the scene is unchanged")
+        try:
+            if (event.type == "ESC" and event.value == "PRESS") or STATE.cancel_requested:
+                self.cancel(context)
+                self.report({"WARNING"}, "Neural Field job cancelled; the scene is unchanged")
+                return {"CANCELLED"}
+            if event.type == "TIMER":
+                self._handle(STATE.job.poll())
+                if self._workspace is not None:
+                    self._workspace.status_text_set(f"Neural Field: {STATE.status}  (Esc to cancel)")
+                _redraw_sidebars(context)
+                if STATE.job.done:
+                    self._stop_modal(context)
+                    return self._finish(context)
+            return {"PASS_THROUGH"}
+        except Exception as error:  # noqa: BLE001 - a modal handler must never stay half-alive
+            self.cancel(context)
+            self.report({"ERROR"}, f"Neural Field job failed: {type(error).__name__}: {error}")
             return {"CANCELLED"}
-        if event.type == "TIMER":
-            self._handle(context, self._job.poll())
-            context.workspace.status_text_set(f"Neural Field: {settings.status}  (Esc to cancel)")
-            _redraw_sidebars(context)
-            if self._job.done:
-                self._stop_modal(context)
-                return self._finish(context)
-        return {"PASS_THROUGH"}
+
+    def cancel(self, context):
+        """Called by Blender when it drops the modal operator (new file, quit), and on Esc."""
+        self._stop_modal(context)
+        STATE.end()
 
     def _stop_modal(self, context):
-        context.window_manager.event_timer_remove(self._timer)
-        context.workspace.status_text_set(None)
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+        if self._workspace is not None:
+            self._workspace.status_text_set(None)
+            self._workspace = None
         _redraw_sidebars(context)
 
 
@@ -202,11 +229,14 @@ class NEURAL_FIELD_OT_fit(_WorkerOperator, bpy.types.Operator):
 
     bl_idname = "neural_field.fit"
     bl_label = "Fit Neural Field"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = {"UNDO"}  # no REGISTER: Repeat Last would run the blocking path in the UI
 
     @classmethod
     def poll(cls, context):
-        return not context.scene.neural_field.is_running
+        if STATE.running:
+            cls.poll_message_set("A Neural Field job is running")
+            return False
+        return True
 
     def fill_job(self, context, job: WorkerJob) -> None:
         from ..core.geometry import TriangleMesh
@@ -242,6 +272,11 @@ class NEURAL_FIELD_OT_fit(_WorkerOperator, bpy.types.Operator):
                 }
             )
             self._sources.append(obj.name)
+        self._record = {
+            "encoding": settings.encoding,
+            "resolution": settings.resolution,
+            "level": settings.level,
+        }
 
     def apply(self, context, job, results, errors):
         names = self._sources
@@ -250,7 +285,6 @@ class NEURAL_FIELD_OT_fit(_WorkerOperator, bpy.types.Operator):
             return {"CANCELLED"}
         collection = _fields_collection(context.scene)
         created = []
-        settings = context.scene.neural_field
         for index, result in sorted(results.items()):
             source = bpy.data.objects.get(names[index])
             vertices, faces = _load_arrays(result["mesh_out"])
@@ -259,13 +293,9 @@ class NEURAL_FIELD_OT_fit(_WorkerOperator, bpy.types.Operator):
             collection.objects.link(obj)
             if source is not None:
                 obj.matrix_world = source.matrix_world.copy()
-            _record_fit(obj, source, names[index], result, settings)
+            _record_fit(obj, source, names[index], result, self._record)
             created.append(obj)
-        for obj in context.selected_objects:
-            obj.select_set(False)
-        for obj in created:
-            obj.select_set(True)
-        context.view_layer.objects.active = created[-1]
+        _select_only(context, created)
         if errors:
             self.report({"WARNING"}, f"Some fits failed: {_failure_text(errors, names)}")
         summary = ", ".join(
@@ -290,7 +320,22 @@ def _selected_meshes(context) -> list:
     return meshes
 
 
-def _record_fit(obj, source, source_name, result, settings):
+def _select_only(context, objects) -> None:
+    """Make the new objects the selection, where that is possible: in Object mode, and only for
+    objects in the view layer (the collection may be excluded)."""
+    if context.mode != "OBJECT":
+        return
+    visible = [obj for obj in objects if context.view_layer.objects.get(obj.name) is obj]
+    if not visible:
+        return
+    for obj in context.selected_objects:
+        obj.select_set(False)
+    for obj in visible:
+        obj.select_set(True)
+    context.view_layer.objects.active = visible[-1]
+
+
+def _record_fit(obj, source, source_name, result, record_settings):
     record = obj.neural_field
     report = result.get("report", {})
     record.is_field = True
@@ -299,11 +344,11 @@ def _record_fit(obj, source, source_name, result, settings):
     record.source_name = source_name
     record.steps = int(report.get("steps", 0))
     record.device = str(report.get("device_name", ""))
-    record.encoding = settings.encoding
+    record.encoding = record_settings["encoding"]
     record.parameters = int(report.get("parameters", 0))
     record.train_seconds = float(report.get("train_seconds", 0.0))
-    record.resolution = settings.resolution
-    record.level = settings.level
+    record.resolution = record_settings["resolution"]
+    record.level = record_settings["level"]
     metrics = result.get("metrics")
     if metrics:
         record.chamfer = metrics["chamfer_l1"]
@@ -316,17 +361,18 @@ class NEURAL_FIELD_OT_extract(_WorkerOperator, bpy.types.Operator):
 
     bl_idname = "neural_field.extract"
     bl_label = "Extract Surface"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_options = {"UNDO"}  # no REGISTER: Repeat Last would run the blocking path in the UI
 
     @classmethod
     def poll(cls, context):
         obj = context.active_object
-        return (
-            obj is not None
-            and obj.type == "MESH"
-            and obj.neural_field.is_field
-            and not context.scene.neural_field.is_running
-        )
+        if obj is None or obj.type != "MESH" or not obj.neural_field.is_field:
+            cls.poll_message_set("The active object is not a neural field: fit one first")
+            return False
+        if STATE.running:
+            cls.poll_message_set("A Neural Field job is running")
+            return False
+        return True
 
     def fill_job(self, context, job: WorkerJob) -> None:
         obj = context.active_object
@@ -337,6 +383,8 @@ class NEURAL_FIELD_OT_extract(_WorkerOperator, bpy.types.Operator):
             raise InputError(f"The field file of '{obj.name}' is missing: {path}")
         if obj.library is not None or obj.data.library is not None:
             raise InputError(f"'{obj.name}' is linked from a library and cannot be changed")
+        if obj.mode == "EDIT":
+            raise InputError(f"'{obj.name}' is in Edit Mode: switch to Object Mode to extract")
         settings = context.scene.neural_field
         job.add_task(
             {
@@ -349,6 +397,7 @@ class NEURAL_FIELD_OT_extract(_WorkerOperator, bpy.types.Operator):
             }
         )
         self._target = obj.name
+        self._record = {"resolution": settings.resolution, "level": settings.level}
 
     def apply(self, context, job, results, errors):
         obj = bpy.data.objects.get(self._target)
@@ -357,16 +406,17 @@ class NEURAL_FIELD_OT_extract(_WorkerOperator, bpy.types.Operator):
             return {"CANCELLED"}
         vertices, faces = _load_arrays(results[0]["mesh_out"])
         old = obj.data
-        mesh = mesh_bridge.mesh_from_arrays(old.name, vertices, faces)
+        name = old.name
+        mesh = mesh_bridge.mesh_from_arrays(name, vertices, faces)
         for material in old.materials:
             mesh.materials.append(material)
         obj.data = mesh
         if old.users == 0:
             bpy.data.meshes.remove(old)
-        settings = context.scene.neural_field
-        obj.neural_field.resolution = settings.resolution
-        obj.neural_field.level = settings.level
-        self.report({"INFO"}, f"Extracted {obj.name}: {len(vertices)} vertices at resolution {settings.resolution}")
+            mesh.name = name  # keep "X.field" rather than "X.field.001"
+        obj.neural_field.resolution = self._record["resolution"]
+        obj.neural_field.level = self._record["level"]
+        self.report({"INFO"}, f"Extracted {obj.name}: {len(vertices)} vertices at resolution {self._record['resolution']}")
         return {"FINISHED"}
 
 
@@ -379,8 +429,8 @@ class NEURAL_FIELD_OT_cancel(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return context.scene.neural_field.is_running
+        return STATE.running
 
     def execute(self, context):
-        context.scene.neural_field.cancel_requested = True
+        STATE.cancel_requested = True
         return {"FINISHED"}

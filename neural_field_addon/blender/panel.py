@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import bpy
 
+from .operators import STATE
+
 
 class VIEW3D_PT_neural_field(bpy.types.Panel):
     bl_label = "Neural Field"
@@ -15,12 +17,9 @@ class VIEW3D_PT_neural_field(bpy.types.Panel):
         layout = self.layout
         settings = context.scene.neural_field
 
-        if settings.is_running:
+        if STATE.running:
             box = layout.box()
-            if hasattr(box, "progress"):  # Blender 4.0+
-                box.progress(factor=settings.progress, type="BAR", text=settings.status or "Working")
-            else:
-                box.label(text=f"{settings.progress * 100:.0f}% {settings.status}")
+            box.progress(factor=STATE.progress, type="BAR", text=STATE.status or "Working")
             box.operator("neural_field.cancel", icon="CANCEL")
 
         col = layout.column(align=True)

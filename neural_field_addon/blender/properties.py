@@ -20,12 +20,9 @@ DEVICE_ITEMS = (
 )
 
 def _relative_path_options() -> set:
-    """Blender 4.5+ warns on '//' paths unless a property declares that it supports them."""
-    try:
-        StringProperty(options={"PATH_SUPPORTS_BLEND_RELATIVE"})
-    except TypeError:
-        return set()
-    return {"PATH_SUPPORTS_BLEND_RELATIVE"}
+    """Blender 4.5+ warns on '//' paths unless a property declares that it supports them; the
+    option does not exist before 4.5 (registration would fail there)."""
+    return {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()
 
 
 ENCODING_ITEMS = (
@@ -55,11 +52,6 @@ class NeuralFieldSceneSettings(bpy.types.PropertyGroup):
     evaluate: BoolProperty(
         name="Measure Fidelity", description="After fitting, measure Chamfer distance, normal "
         "consistency and F-score of the result against the source", default=True)
-    # Live state of a running job, shown by the panel.
-    is_running: BoolProperty(name="Running", default=False)
-    cancel_requested: BoolProperty(name="Cancel Requested", default=False)
-    progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR")
-    status: StringProperty(name="Status", default="")
 
 
 class NeuralFieldObjectSettings(bpy.types.PropertyGroup):

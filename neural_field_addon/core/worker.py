@@ -53,10 +53,8 @@ def _save_mesh_npz(path: str, mesh) -> None:
 
 def run_fit(task: dict, base: str, channel: _Channel, index: int) -> dict:
     from .config import FieldConfig, TrainConfig, config_from_dict
-    from .extraction import extract_isosurface
     from .fieldfile import save_field
     from .meshio import load_mesh
-    from .metrics import compare_meshes
     from .training import fit_field
 
     mesh = load_mesh(_resolve(base, task["mesh"]))
@@ -70,6 +68,18 @@ def run_fit(task: dict, base: str, channel: _Channel, index: int) -> dict:
     field_path = _resolve(base, task["field_path"])
     save_field(field_path, field)
     result = {"field_path": field_path, "report": field.report}
+    try:
+        _extract_after_fit(task, base, channel, index, mesh, field, result)
+    except BaseException:
+        os.remove(field_path)  # nothing will reference it: leave no orphan field file
+        raise
+    return result
+
+
+def _extract_after_fit(task, base, channel, index, mesh, field, result) -> None:
+    from .extraction import extract_isosurface
+    from .metrics import compare_meshes
+
     extract = task.get("extract")
     if extract:
         channel.send("progress", task=index, phase="extract", step=0, steps=1)
@@ -84,7 +94,6 @@ def run_fit(task: dict, base: str, channel: _Channel, index: int) -> dict:
             start = time.perf_counter()
             result["metrics"] = compare_meshes(mesh, surface, samples=20_000)
             result["evaluate_seconds"] = time.perf_counter() - start
-    return result
 
 
 def run_extract(task: dict, base: str, channel: _Channel, index: int) -> dict:
@@ -105,6 +114,16 @@ RUNNERS = {"fit": run_fit, "extract": run_extract}
 REQUIRED_MODULES = {"torch": "PyTorch", "numpy": "NumPy", "skimage": "scikit-image"}
 
 
+def _slow_geometry_warning() -> str:
+    """Without Numba or libigl, ground truth falls back to the brute-force reference."""
+    import importlib.util
+
+    if any(importlib.util.find_spec(name) for name in ("numba", "igl", "triton")):
+        return ""
+    return ("neither numba nor libigl is installed for the training Python: ground truth uses the "
+            "slow brute-force path (minutes on large meshes)")
+
+
 def _missing_dependencies() -> list[str]:
     import importlib.util
 
@@ -116,6 +135,7 @@ def main(argv=None) -> int:
     channel = _Channel()
     if len(argv) != 1:
         channel.send("error", task=None, message="usage: python -m ...core.worker JOB.json")
+        channel.send("done")
         return 2
     job_path = os.path.abspath(argv[0])
     try:
@@ -123,6 +143,7 @@ def main(argv=None) -> int:
             job = json.load(handle)
     except (OSError, ValueError) as error:
         channel.send("error", task=None, message=f"cannot read job file {job_path}: {error}")
+        channel.send("done")
         return 2
     missing = _missing_dependencies()
     if missing:
@@ -134,6 +155,9 @@ def main(argv=None) -> int:
         )
         channel.send("done")
         return 2
+    slow = _slow_geometry_warning()
+    if slow:
+        channel.send("warning", message=slow)
     base = os.path.dirname(job_path)
     failed = False
     for index, task in enumerate(job.get("tasks", [])):
@@ -144,11 +168,12 @@ def main(argv=None) -> int:
             continue
         try:
             result = runner(task, base, channel, index)
-        except (ValueError, FileNotFoundError, RuntimeError, MemoryError) as error:
-            # Expected failures (bad mesh, empty surface, CUDA OOM) become a message, and the
-            # remaining tasks still run.
+        except Exception as error:  # noqa: BLE001 - every failure becomes a message
+            # Expected failures (bad mesh, empty surface, CUDA out of memory) read as they are;
+            # anything else is named by its type. The remaining tasks still run.
             traceback.print_exc()
-            channel.send("error", task=index, message=str(error))
+            expected = isinstance(error, (ValueError, FileNotFoundError, RuntimeError, MemoryError))
+            channel.send("error", task=index, message=str(error) if expected else f"{type(error).__name__}: {error}")
             failed = True
             continue
         channel.send("result", task=index, **result)
