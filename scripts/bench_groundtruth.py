@@ -70,6 +70,18 @@ def kernel_rates(mesh, low, high, pad, count: int) -> None:
     low_t = torch.as_tensor(low - pad, device="cuda", dtype=torch.float32)
     span = torch.as_tensor(high - low + 2 * pad, device="cuda", dtype=torch.float32)
     sets = [low_t + torch.rand(count, 3, device="cuda", generator=generator) * span for _ in range(3)]
+    variants = [(64, 2, True)]
+    if os.environ.get("BENCH_SWEEP"):
+        variants = [(b, w, s) for b, w in ((32, 1), (64, 2), (128, 4)) for s in (False, True)]
+    for block, warps, sort in variants:
+        tree.block, tree.num_warps, tree.sort_points = block, warps, sort
+        print(f"block {block}, {warps} warps, Morton-sorted points: {sort}")
+        time_walks(tree, sets, count)
+
+
+def time_walks(tree, sets, count) -> None:
+    import torch
+
     for name, run in (("distance", lambda p: tree.closest_points(p)), ("winding", lambda p: tree.winding_number(p, 2.0))):
         run(sets[0])
         torch.cuda.synchronize()
