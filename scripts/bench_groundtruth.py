@@ -70,7 +70,7 @@ def kernel_rates(mesh, low, high, pad, count: int) -> None:
     low_t = torch.as_tensor(low - pad, device="cuda", dtype=torch.float32)
     span = torch.as_tensor(high - low + 2 * pad, device="cuda", dtype=torch.float32)
     sets = [low_t + torch.rand(count, 3, device="cuda", generator=generator) * span for _ in range(3)]
-    variants = [(64, 2, True)]
+    variants = [(32, 1, True)]
     if os.environ.get("BENCH_SWEEP"):
         variants = [(b, w, s) for b, w in ((32, 1), (64, 2), (128, 4)) for s in (False, True)]
     for block, warps, sort in variants:

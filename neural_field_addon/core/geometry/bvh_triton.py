@@ -316,7 +316,7 @@ def morton_order(points: torch.Tensor, low: torch.Tensor, high: torch.Tensor) ->
 class TritonBVH(DeviceBVH):
     """A DeviceBVH on CUDA (float32) whose queries run as Triton kernels."""
 
-    def __init__(self, bvh, device="cuda", block: int = 64, num_warps: int = 2, sort_points: bool = True):
+    def __init__(self, bvh, device="cuda", block: int = 32, num_warps: int = 1, sort_points: bool = True):
         super().__init__(bvh, device, torch.float32)
         self.escape32 = self.escape.to(torch.int32)
         self.block, self.num_warps, self.sort_points = block, num_warps, sort_points
