@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
+from .bvh import morton_codes
 from .bvh_torch import DeviceBVH
 
 
@@ -302,15 +303,7 @@ def morton_order(points: torch.Tensor, low: torch.Tensor, high: torch.Tensor) ->
     """Permutation sorting points along a 30-bit Morton curve, so that the lanes of a warp walk
     nearby points along similar paths (less divergence, better cache reuse)."""
     cells = ((points - low) / (high - low).clamp_min(1e-30) * 1023.0).clamp(0, 1023).to(torch.int64)
-
-    def spread(v):
-        v = (v | (v << 16)) & 0x030000FF
-        v = (v | (v << 8)) & 0x0300F00F
-        v = (v | (v << 4)) & 0x030C30C3
-        return (v | (v << 2)) & 0x09249249
-
-    codes = (spread(cells[:, 0]) << 2) | (spread(cells[:, 1]) << 1) | spread(cells[:, 2])
-    return torch.argsort(codes)
+    return torch.argsort(morton_codes(cells))
 
 
 class TritonBVH(DeviceBVH):
