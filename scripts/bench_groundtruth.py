@@ -82,7 +82,14 @@ def kernel_rates(mesh, low, high, pad, count: int) -> None:
 def time_walks(tree, sets, count) -> None:
     import torch
 
-    for name, run in (("distance", lambda p: tree.closest_points(p)), ("winding", lambda p: tree.winding_number(p, 2.0))):
+    def signed(p):
+        # Distance and sign together, as fitting needs them (sign from the winding number).
+        distance = tree.closest_points(p)[0]
+        return torch.where(tree.winding_number(p, 2.0) > 0.5, -distance, distance)
+
+    walks = (("distance", lambda p: tree.closest_points(p)), ("winding", lambda p: tree.winding_number(p, 2.0)),
+             ("signed", signed))
+    for name, run in walks:
         run(sets[0])
         torch.cuda.synchronize()
         times = []

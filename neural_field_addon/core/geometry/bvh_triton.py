@@ -111,29 +111,38 @@ def _vertex(vert_ptr, index, axis, mask):
 
 
 @triton.jit
+def _test_triangle(px, py, pz, slot, valid, best, best_face, bx, by, bz, vert_ptr, face_ptr, order_ptr):
+    """Closest point on the triangle in leaf slot `slot`; keeps it where it beats `best`."""
+    t = tl.load(order_ptr + slot, mask=valid, other=0)
+    i = tl.load(face_ptr + t * 3 + 0, mask=valid, other=0)
+    j = tl.load(face_ptr + t * 3 + 1, mask=valid, other=0)
+    l = tl.load(face_ptr + t * 3 + 2, mask=valid, other=0)
+    qx, qy, qz = _closest_on_triangle(
+        px, py, pz,
+        _vertex(vert_ptr, i, 0, valid), _vertex(vert_ptr, i, 1, valid), _vertex(vert_ptr, i, 2, valid),
+        _vertex(vert_ptr, j, 0, valid), _vertex(vert_ptr, j, 1, valid), _vertex(vert_ptr, j, 2, valid),
+        _vertex(vert_ptr, l, 0, valid), _vertex(vert_ptr, l, 1, valid), _vertex(vert_ptr, l, 2, valid),
+    )
+    d2 = (qx - px) * (qx - px) + (qy - py) * (qy - py) + (qz - pz) * (qz - pz)
+    better = valid & (d2 < best)
+    best = tl.where(better, d2, best)
+    best_face = tl.where(better, t, best_face)
+    bx = tl.where(better, qx, bx)
+    by = tl.where(better, qy, by)
+    bz = tl.where(better, qz, bz)
+    return best, best_face, bx, by, bz
+
+
+@triton.jit
 def _test_leaf(px, py, pz, leaf, mask, best, best_face, bx, by, bz,
                vert_ptr, face_ptr, order_ptr, leaf_start_ptr, MAX_LEAF: tl.constexpr):
     start = tl.load(leaf_start_ptr + leaf, mask=mask, other=0)
     end = tl.load(leaf_start_ptr + leaf + 1, mask=mask, other=0)
     for k in tl.static_range(MAX_LEAF):
-        valid = mask & (start + k < end)
-        t = tl.load(order_ptr + start + k, mask=valid, other=0)
-        i = tl.load(face_ptr + t * 3 + 0, mask=valid, other=0)
-        j = tl.load(face_ptr + t * 3 + 1, mask=valid, other=0)
-        l = tl.load(face_ptr + t * 3 + 2, mask=valid, other=0)
-        qx, qy, qz = _closest_on_triangle(
-            px, py, pz,
-            _vertex(vert_ptr, i, 0, valid), _vertex(vert_ptr, i, 1, valid), _vertex(vert_ptr, i, 2, valid),
-            _vertex(vert_ptr, j, 0, valid), _vertex(vert_ptr, j, 1, valid), _vertex(vert_ptr, j, 2, valid),
-            _vertex(vert_ptr, l, 0, valid), _vertex(vert_ptr, l, 1, valid), _vertex(vert_ptr, l, 2, valid),
+        best, best_face, bx, by, bz = _test_triangle(
+            px, py, pz, start + k, mask & (start + k < end), best, best_face, bx, by, bz,
+            vert_ptr, face_ptr, order_ptr,
         )
-        d2 = (qx - px) * (qx - px) + (qy - py) * (qy - py) + (qz - pz) * (qz - pz)
-        better = valid & (d2 < best)
-        best = tl.where(better, d2, best)
-        best_face = tl.where(better, t, best_face)
-        bx = tl.where(better, qx, bx)
-        by = tl.where(better, qy, by)
-        bz = tl.where(better, qz, bz)
     return best, best_face, bx, by, bz
 
 
@@ -170,23 +179,9 @@ def _closest_kernel(points_ptr, count, vert_ptr, face_ptr, order_ptr, leaf_start
     active = lane
     while tl.max(active.to(tl.int32), axis=0) > 0:
         in_leaf = active & (slot < slot_end)
-        t = tl.load(order_ptr + slot, mask=in_leaf, other=0)
-        i = tl.load(face_ptr + t * 3 + 0, mask=in_leaf, other=0)
-        j = tl.load(face_ptr + t * 3 + 1, mask=in_leaf, other=0)
-        l = tl.load(face_ptr + t * 3 + 2, mask=in_leaf, other=0)
-        qx, qy, qz = _closest_on_triangle(
-            px, py, pz,
-            _vertex(vert_ptr, i, 0, in_leaf), _vertex(vert_ptr, i, 1, in_leaf), _vertex(vert_ptr, i, 2, in_leaf),
-            _vertex(vert_ptr, j, 0, in_leaf), _vertex(vert_ptr, j, 1, in_leaf), _vertex(vert_ptr, j, 2, in_leaf),
-            _vertex(vert_ptr, l, 0, in_leaf), _vertex(vert_ptr, l, 1, in_leaf), _vertex(vert_ptr, l, 2, in_leaf),
+        best, best_face, bx, by, bz = _test_triangle(
+            px, py, pz, slot, in_leaf, best, best_face, bx, by, bz, vert_ptr, face_ptr, order_ptr
         )
-        d2 = (qx - px) * (qx - px) + (qy - py) * (qy - py) + (qz - pz) * (qz - pz)
-        better = in_leaf & (d2 < best)
-        best = tl.where(better, d2, best)
-        best_face = tl.where(better, t, best_face)
-        bx = tl.where(better, qx, bx)
-        by = tl.where(better, qy, by)
-        bz = tl.where(better, qz, bz)
         slot = tl.where(in_leaf, slot + 1, slot)
 
         at_node = active & (~in_leaf)
