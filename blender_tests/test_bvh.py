@@ -97,3 +97,62 @@ def test_winding_accuracy_improves_with_beta_and_is_exact_at_zero(mesh):
 
 def test_bvh_memory_is_at_most_64_bytes_per_triangle(mesh):
     assert build_bvh(mesh).nbytes <= 64 * len(mesh.faces)
+
+
+@pytest.mark.parametrize("backend", ["bvh", "bvh-torch"])
+def test_mesh_far_from_the_origin_keeps_full_precision(backend):
+    base = TriangleMesh(*torus(1.0, 0.35, 48, 24))
+    offset = np.array([1e6, -2e6, 3e6])
+    far = TriangleMesh(base.vertices + offset, base.faces)
+    points = _probe_points(base, 400, seed=21)
+    near_distance = MeshQuery(base, backend="torch").distance(points)
+    far_distance = MeshQuery(far, backend=backend).distance(points + offset)
+    assert np.abs(far_distance - near_distance).max() <= 1e-6 * base.diagonal
+    inside = MeshQuery(far, backend=backend).occupancy(np.array([[1.0, 0.0, 0.0]]) + offset)
+    assert inside.tolist() == [True]
+
+
+@pytest.mark.parametrize("backend", ["bvh", "bvh-torch"])
+def test_single_triangle_distance_is_exact(backend):
+    mesh = TriangleMesh(np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]]), np.array([[0, 1, 2]]))
+    points = np.array([[0.2, 0.2, 0.5], [2.0, 0.0, 0.0], [-1.0, -1.0, 0.0], [0.5, 0.5, -1.0]])
+    expected = [0.5, 1.0, np.sqrt(2.0), np.sqrt(1.0)]
+    assert np.allclose(MeshQuery(mesh, backend=backend).distance(points), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["bvh", "bvh-torch"])
+def test_zero_area_triangles_do_not_change_the_result(backend):
+    clean = TriangleMesh(*torus(1.0, 0.35, 32, 16))
+    degenerate = np.array([[0, 0, 0], [5, 5, 9], [7, 7, 7], [1, 2, 1]])  # a point, a segment, ...
+    dirty = TriangleMesh(clean.vertices, np.concatenate([clean.faces, degenerate]))
+    points = _probe_points(clean, 400, seed=22)
+    reference = MeshQuery(dirty, backend="torch").distance(points)
+    assert np.abs(MeshQuery(dirty, backend=backend).distance(points) - reference).max() <= 1e-9
+    assert np.array_equal(
+        MeshQuery(dirty, backend=backend).occupancy(points), MeshQuery(clean, backend=backend).occupancy(points)
+    )
+
+
+def test_signed_distance_tensor_equals_the_numpy_path():
+    mesh = TriangleMesh(*torus(1.0, 0.35, 48, 24))
+    points = _probe_points(mesh, 400, seed=23)
+    query = MeshQuery(mesh, device="cpu", backend="bvh-torch")
+    on_device = query.signed_distance_tensor(torch.as_tensor(points, dtype=torch.float32)).numpy()
+    assert np.abs(on_device - MeshQuery(mesh, backend="bvh").signed_distance(points)).max() < 1e-6
+
+
+def test_device_sampler_is_reproducible_and_area_weighted():
+    from neural_field_addon.core.geometry import DeviceSampler
+
+    # Two squares side by side, the right one four times the area of the left.
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [3, 0, 0], [3, 2, 0], [1, 2, 0]], float)
+    faces = np.array([[0, 1, 2], [0, 2, 3], [1, 4, 5], [1, 5, 6]])
+    mesh = TriangleMesh(vertices, faces)
+    first, normals = DeviceSampler(mesh, seed=4).surface(20_000)
+    second, _ = DeviceSampler(mesh, seed=4).surface(20_000)
+    assert torch.equal(first, second)
+    assert abs(float((first[:, 0] > 1.0).float().mean()) - 0.8) < 0.02
+    assert torch.allclose(normals.abs(), torch.tensor([0.0, 0.0, 1.0]))
+    near = DeviceSampler(mesh, seed=5).near_surface(30_000, (0.01, 0.1))
+    assert abs(float(near[:15_000, 2].std()) - 0.01) < 0.002
+    assert abs(float(near[15_000:, 2].std()) - 0.1) < 0.01

@@ -12,13 +12,12 @@ import math
 import time
 from typing import Callable
 
-import numpy as np
 import torch
 
 from .config import FieldConfig, TrainConfig
 from .devices import describe_device, resolve_device
 from .field import NeuralField
-from .geometry import FieldTransform, MeshQuery, TriangleMesh, sample_near_surface, sample_uniform_box
+from .geometry import DeviceSampler, FieldTransform, MeshQuery, TriangleMesh
 from .networks import FieldNetwork, parameter_count
 from .objectives import clamped_l1_sdf
 
@@ -61,14 +60,16 @@ class FieldFitter:
         """Sample the training pool and compute its exact signed distances."""
         cfg = self.train_config
         start = time.perf_counter()
-        rng = np.random.default_rng(cfg.seed)
+        sampler = DeviceSampler(self.field_mesh, self.device, cfg.seed)
         uniform_count = int(round(cfg.pool_size * cfg.pool_uniform_fraction))
-        near = sample_near_surface(self.field_mesh, cfg.pool_size - uniform_count, cfg.near_scales, rng)
-        uniform = sample_uniform_box(self.box_low, self.box_high, uniform_count, rng)
-        points = np.concatenate([near, uniform])
-        sdf = MeshQuery(self.field_mesh, device=self.device).signed_distance(points)
-        self._pool_points = torch.as_tensor(points, dtype=torch.float32, device=self.device)
-        self._pool_sdf = torch.as_tensor(sdf, dtype=torch.float32, device=self.device)
+        points = torch.cat(
+            [
+                sampler.near_surface(cfg.pool_size - uniform_count, cfg.near_scales),
+                sampler.uniform_box(self.box_low, self.box_high, uniform_count),
+            ]
+        )
+        self._pool_points = points
+        self._pool_sdf = MeshQuery(self.field_mesh, device=self.device).signed_distance_tensor(points)
         self.timings["groundtruth_seconds"] = time.perf_counter() - start
 
     def learning_rate(self, step: int) -> float:

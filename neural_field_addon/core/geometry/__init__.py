@@ -2,9 +2,10 @@
 
 from .mesh import FieldTransform, TriangleMesh
 from .query import INSIDE_WINDING, MeshQuery
-from .sampling import sample_near_surface, sample_surface, sample_uniform_box
+from .sampling import DeviceSampler, sample_near_surface, sample_surface, sample_uniform_box
 
 __all__ = [
+    "DeviceSampler",
     "FieldTransform",
     "INSIDE_WINDING",
     "MeshQuery",

@@ -87,11 +87,19 @@ class MeshQuery:
 
     @property
     def bvh(self):
+        """The BVH of the mesh moved so its bounding box is centred on the origin: float32 boxes
+        and GPU arithmetic then keep their precision for meshes far from the origin (1e6)."""
         if self._bvh is None:
             from .bvh import build_bvh
 
-            self._bvh = build_bvh(self.mesh)
+            low, high = self.mesh.bounds
+            self._origin = 0.5 * (low + high)
+            self._bvh = build_bvh(TriangleMesh(self.mesh.vertices - self._origin, self.mesh.faces))
         return self._bvh
+
+    def _local(self, points: np.ndarray) -> np.ndarray:
+        """Points in the BVH's frame (see `bvh`)."""
+        return points - self._origin if self.bvh is not None else points
 
     @property
     def device_bvh(self):
@@ -113,7 +121,7 @@ class MeshQuery:
     def _device_points(self, points):
         import torch
 
-        return torch.as_tensor(points, device=self.device, dtype=self.device_bvh.dtype)
+        return torch.as_tensor(self._local(points), device=self.device, dtype=self.device_bvh.dtype)
 
     def closest_points(self, points: np.ndarray):
         """(distance (q,), closest point (q, 3), face index (q,)) for points (q, 3)."""
@@ -121,14 +129,16 @@ class MeshQuery:
         if self.backend == "bvh":
             from . import bvh_cpu
 
-            return bvh_cpu.closest_points(self.bvh, points)
+            distance, closest, face = bvh_cpu.closest_points(self.bvh, self._local(points))
+            return distance, closest + self._origin, face
         if self.backend in ("triton", "bvh-torch"):
             from . import bvh_torch
 
             tree = self.device_bvh
             walk = tree.closest_points if self.backend == "triton" else (lambda p: bvh_torch.closest_points(tree, p))
             distance, closest, face = walk(self._device_points(points))
-            return distance.double().cpu().numpy(), closest.double().cpu().numpy(), face.cpu().numpy()
+            closest = closest.double().cpu().numpy() + self._origin
+            return distance.double().cpu().numpy(), closest, face.cpu().numpy()
         if self.backend == "libigl":
             sq, face, closest = self._igl.point_mesh_squared_distance(
                 points, self._vertices_c, self._faces_c
@@ -169,7 +179,7 @@ class MeshQuery:
         if self.backend == "bvh":
             from . import bvh_cpu
 
-            return bvh_cpu.winding_number(self.bvh, points, beta)
+            return bvh_cpu.winding_number(self.bvh, self._local(points), beta)
         from . import bvh_torch
 
         tree = self.device_bvh
@@ -184,6 +194,32 @@ class MeshQuery:
         distance = self.distance(points)
         inside = self.winding_number(points) > INSIDE_WINDING
         return np.where(inside, -distance, distance)
+
+    def signed_distance_tensor(self, points):
+        """Signed distance of a float tensor of points (q, 3), as float32 on the points' device.
+        With the Triton or plain-torch BVH walks, nothing leaves the device."""
+        import torch
+
+        if self.backend not in ("triton", "bvh-torch") or points.device != torch.device(self.device):
+            values = self.signed_distance(points.detach().double().cpu().numpy())
+            return torch.as_tensor(values, dtype=torch.float32, device=points.device)
+        from . import bvh_torch
+
+        tree = self.device_bvh
+        local = points.to(tree.dtype) - torch.as_tensor(self._origin, dtype=tree.dtype, device=points.device)
+        if self.backend == "triton":
+            distance = tree.closest_points(local)[0]
+            winding = tree.winding_number(local, self.beta)
+        else:
+            distance = bvh_torch.closest_points(tree, local)[0]
+            winding = bvh_torch.winding_number(tree, local, self.beta)
+        doubtful = (winding - INSIDE_WINDING).abs() < REFINE_BAND
+        if self.beta > 0 and bool(doubtful.any()):
+            subset = local[doubtful]
+            refined = (tree.winding_number(subset, 3.0 * self.beta) if self.backend == "triton"
+                       else bvh_torch.winding_number(tree, subset, 3.0 * self.beta))
+            winding[doubtful] = refined
+        return torch.where(winding > INSIDE_WINDING, -distance, distance).float()
 
     def occupancy(self, points: np.ndarray) -> np.ndarray:
         return self.winding_number(points) > INSIDE_WINDING
