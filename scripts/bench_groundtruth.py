@@ -18,8 +18,21 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from neural_field_addon.core.geometry import MeshQuery  # noqa: E402
+from neural_field_addon.core.geometry import MeshQuery, TriangleMesh  # noqa: E402
 from neural_field_addon.core.meshio import load_mesh  # noqa: E402
+
+
+def subdivide(mesh: TriangleMesh) -> TriangleMesh:
+    """Midpoint subdivision: every triangle into four (same surface, 4x the triangles)."""
+    faces = mesh.faces
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    unique, inverse = np.unique(edges, axis=0, return_inverse=True)
+    mid = len(mesh.vertices) + inverse.reshape(3, -1).T  # midpoints of edges 01, 12, 20
+    vertices = np.concatenate([mesh.vertices, mesh.vertices[unique].mean(axis=1)])
+    a, b, c = faces.T
+    ab, bc, ca = mid.T
+    new_faces = np.concatenate([np.stack(f, axis=1) for f in ((a, ab, ca), (ab, b, bc), (ca, bc, c), (ab, bc, ca))])
+    return TriangleMesh(vertices, new_faces)
 
 
 def timed(function, *args):
@@ -33,12 +46,15 @@ def main() -> int:
     parser.add_argument("--mesh", default=os.path.join(os.path.dirname(ROOT), "shared", "meshes", "stanford-bunny.obj"))
     parser.add_argument("--points", type=int, default=200_000)
     parser.add_argument("--reference-points", type=int, default=2_000)
-    parser.add_argument("--backends", default="libigl,torch")
+    parser.add_argument("--backends", default="bvh,libigl,torch")
+    parser.add_argument("--subdivide", type=int, default=0, help="midpoint-subdivide the mesh this many times (x4 triangles each)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--kernel-points", type=int, default=1 << 22, help="points for the CUDA kernel-only timing")
     args = parser.parse_args()
 
     mesh = load_mesh(args.mesh)
+    for _ in range(args.subdivide):
+        mesh = subdivide(mesh)
     low, high = mesh.bounds
     pad = 0.1 * (high - low)
     rng = np.random.default_rng(0)
@@ -49,7 +65,7 @@ def main() -> int:
         points = rng.uniform(low - pad, high + pad, size=(count, 3))
         query = MeshQuery(mesh, device=args.device, backend=backend)
         structure = ""
-        if backend == "bvh":
+        if backend in ("bvh", "triton", "bvh-torch"):
             build = timed(lambda: query.bvh)
             structure = f"build {build:.3f} s, {query.bvh.nbytes / len(mesh.faces):.1f} bytes/triangle"
         query.signed_distance(points[:16])  # warm-up: compilation or loading of cached kernels
