@@ -232,7 +232,7 @@ def _atan2(y, x):
 @triton.jit
 def _winding_kernel(points_ptr, count, vert_ptr, face_ptr, order_ptr, leaf_start_ptr, center_ptr,
                     normal_ptr, moment_ptr, radius_ptr, escape_ptr, first_leaf, beta, out_ptr,
-                    MAX_LEAF: tl.constexpr, BLOCK: tl.constexpr):
+                    BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     lane = offs < count
     px = tl.load(points_ptr + offs * 3 + 0, mask=lane, other=0.0)
@@ -307,6 +307,9 @@ class TritonBVH(DeviceBVH):
     def __init__(self, bvh, device="cuda", block: int = 32, num_warps: int = 1, sort_points: bool = True):
         super().__init__(bvh, device, torch.float32)
         self.escape32 = self.escape.to(torch.int32)
+        # A fixed bound (8 for default trees) rather than this mesh's largest leaf, so the
+        # compiled kernels are reused across meshes instead of recompiled (10-20 s each).
+        self.kernel_leaf = max(8, 1 << (self.max_leaf - 1).bit_length())
         self.block, self.num_warps, self.sort_points = block, num_warps, sort_points
         self.low = self.box_lo[0]
         self.high = self.box_hi[0]
@@ -340,7 +343,7 @@ class TritonBVH(DeviceBVH):
             _closest_kernel[self._grid(count)](
                 points, count, self.vertices, self.faces, self.order, self.leaf_start, self.box_lo,
                 self.box_hi, self.escape32, self.first_leaf, self.depth, d2, face, closest,
-                MAX_LEAF=self.max_leaf, BLOCK=self.block, num_warps=self.num_warps,
+                MAX_LEAF=self.kernel_leaf, BLOCK=self.block, num_warps=self.num_warps,
             )
         return self._unsort(d2.sqrt(), order), self._unsort(closest, order), self._unsort(face.long(), order)
 
@@ -353,6 +356,6 @@ class TritonBVH(DeviceBVH):
             _winding_kernel[self._grid(count)](
                 points, count, self.vertices, self.faces, self.order, self.leaf_start, self.center,
                 self.normal_sum, self.moment, self.radius, self.escape32, self.first_leaf, float(beta),
-                out, MAX_LEAF=self.max_leaf, BLOCK=self.block, num_warps=self.num_warps,
+                out, BLOCK=self.block, num_warps=self.num_warps,
             )
         return self._unsort(out, order)
