@@ -146,7 +146,8 @@ def _test_leaf(px, py, pz, leaf, mask, best, best_face, bx, by, bz,
     return best, best_face, bx, by, bz
 
 
-@triton.jit
+# Sizes vary per call: no specialisation on them, so one compiled kernel serves every call.
+@triton.jit(do_not_specialize=["count", "first_leaf", "depth"])
 def _closest_kernel(points_ptr, count, vert_ptr, face_ptr, order_ptr, leaf_start_ptr, lo_ptr, hi_ptr,
                     escape_ptr, first_leaf, depth, out_d2_ptr, out_face_ptr, out_point_ptr,
                     MAX_LEAF: tl.constexpr, BLOCK: tl.constexpr):
@@ -229,7 +230,7 @@ def _atan2(y, x):
     return libdevice.atan2(y, x)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["count", "first_leaf", "beta"])
 def _winding_kernel(points_ptr, count, vert_ptr, face_ptr, order_ptr, leaf_start_ptr, center_ptr,
                     normal_ptr, moment_ptr, radius_ptr, escape_ptr, first_leaf, beta, out_ptr,
                     BLOCK: tl.constexpr):
