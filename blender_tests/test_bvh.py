@@ -82,6 +82,24 @@ def test_hierarchical_winding_sign_matches_exact_where_decisive(mesh):
     distance = MeshQuery(mesh, backend="torch").distance(points)
     decisive = (np.abs(exact - 0.5) > 0.02) & (distance > 1e-3 * mesh.diagonal)
     assert np.array_equal(fast[decisive] > 0.5, exact[decisive] > 0.5)
+    # Overall, ambiguous points (the plane of a hole) included, after MeshQuery's refinement.
+    refined = MeshQuery(mesh, backend="bvh").winding_number(points)
+    assert np.mean((refined > 0.5) == (exact > 0.5)) >= 0.999
+
+
+def test_signed_distance_sign_on_the_bunny_matches_exact_where_decisive(shared_mesh):
+    from neural_field_addon.core.meshio import load_mesh
+
+    bunny = load_mesh(shared_mesh("stanford-bunny.obj"))  # open: holes in its base
+    points = _probe_points(bunny, 400, seed=13)[:100]  # uniform box points only
+    near = np.random.default_rng(14).normal(scale=0.01 * bunny.diagonal, size=(200, 3))
+    points = np.concatenate([points, bunny.vertices[::180][:200] + near])
+    exact = MeshQuery(bunny, backend="torch").winding_number(points)
+    query = MeshQuery(bunny, backend="bvh")
+    sdf = query.signed_distance(points)
+    decisive = (np.abs(exact - 0.5) > 0.02) & (np.abs(sdf) > 1e-3 * bunny.diagonal)
+    assert decisive.sum() > 200
+    assert np.array_equal(sdf[decisive] < 0, exact[decisive] > 0.5)
 
 
 def test_winding_accuracy_improves_with_beta_and_is_exact_at_zero(mesh):
