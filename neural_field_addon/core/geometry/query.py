@@ -67,6 +67,8 @@ class MeshQuery:
         self.backend = backend
         self._bvh = None
         self._device_bvh = None
+        low, high = mesh.bounds
+        self._origin = 0.5 * (low + high)  # the BVH's frame (see `bvh`)
         self._igl = igl
         self._faces_c = np.ascontiguousarray(mesh.faces, dtype=np.int64)
         self._vertices_c = np.ascontiguousarray(mesh.vertices, dtype=np.float64)
@@ -92,14 +94,12 @@ class MeshQuery:
         if self._bvh is None:
             from .bvh import build_bvh
 
-            low, high = self.mesh.bounds
-            self._origin = 0.5 * (low + high)
             self._bvh = build_bvh(TriangleMesh(self.mesh.vertices - self._origin, self.mesh.faces))
         return self._bvh
 
     def _local(self, points: np.ndarray) -> np.ndarray:
         """Points in the BVH's frame (see `bvh`)."""
-        return points - self._origin if self.bvh is not None else points
+        return points - self._origin
 
     @property
     def device_bvh(self):
