@@ -108,3 +108,16 @@ def test_progress_text_reports_step_loss_and_times_per_task():
     )
     assert fraction == pytest.approx((1 + 0.25) / 2)
     assert text == "[2/2] Training 50/200, loss 1.23e-02, 10 s elapsed, 30 s left"
+
+
+def test_a_second_job_is_refused_while_one_runs(empty_scene):
+    bpy.ops.mesh.primitive_monkey_add()
+    operators = _operators()
+    jobs = importlib.import_module("bl_ext.user_default.neural_field_addon.blender.jobs")
+    operators.STATE.begin(jobs.WorkerJob())  # a job in flight (its worker not needed here)
+    try:
+        with pytest.raises(RuntimeError, match="job is running"):
+            bpy.ops.neural_field.fit()
+    finally:
+        operators.STATE.end()
+    assert not operators.STATE.running
