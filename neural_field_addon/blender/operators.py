@@ -211,8 +211,11 @@ def _fields_collection(scene) -> bpy.types.Collection:
 
 
 def _load_arrays(path: str):
-    with np.load(path, allow_pickle=False) as data:
-        return data["vertices"], data["faces"]
+    """The worker's result mesh (NPZ written by core.meshio)."""
+    from ..core.meshio import load_mesh
+
+    mesh = load_mesh(path)
+    return mesh.vertices, mesh.faces
 
 
 def _failure_text(errors, names) -> str:

@@ -43,12 +43,17 @@ def _resolve(base: str, path: str) -> str:
     return path if os.path.isabs(path) else os.path.join(base, path)
 
 
-def _save_mesh_npz(path: str, mesh) -> None:
-    import numpy as np
+def _extract_to_file(field, resolution: int, level: float, mesh_out: str, channel, index: int):
+    """Extract the surface and write it (NPZ, atomically) for the add-on to import; returns the
+    surface and the seconds taken."""
+    from .extraction import extract_isosurface
+    from .meshio import save_mesh
 
-    temporary = path + ".tmp.npz"
-    np.savez(temporary, vertices=mesh.vertices.astype("float32"), faces=mesh.faces.astype("int32"))
-    os.replace(temporary, path)
+    channel.send("progress", task=index, phase="extract", step=0, steps=1)
+    start = time.perf_counter()
+    surface = extract_isosurface(field, resolution, level)
+    save_mesh(mesh_out, surface)
+    return surface, time.perf_counter() - start
 
 
 def run_fit(task: dict, base: str, channel: _Channel, index: int) -> dict:
@@ -77,17 +82,14 @@ def run_fit(task: dict, base: str, channel: _Channel, index: int) -> dict:
 
 
 def _extract_after_fit(task, base, channel, index, mesh, field, result) -> None:
-    from .extraction import extract_isosurface
     from .metrics import compare_meshes
 
     extract = task.get("extract")
     if extract:
-        channel.send("progress", task=index, phase="extract", step=0, steps=1)
-        start = time.perf_counter()
-        surface = extract_isosurface(field, extract["resolution"], extract.get("level", 0.0))
-        result["extract_seconds"] = time.perf_counter() - start
         mesh_out = _resolve(base, task["mesh_out"])
-        _save_mesh_npz(mesh_out, surface)
+        surface, result["extract_seconds"] = _extract_to_file(
+            field, extract["resolution"], extract.get("level", 0.0), mesh_out, channel, index
+        )
         result["mesh_out"] = mesh_out
         if task.get("evaluate", True):
             channel.send("progress", task=index, phase="evaluate", step=0, steps=1)
@@ -98,16 +100,12 @@ def _extract_after_fit(task, base, channel, index, mesh, field, result) -> None:
 
 def run_extract(task: dict, base: str, channel: _Channel, index: int) -> dict:
     from .devices import resolve_device
-    from .extraction import extract_isosurface
     from .fieldfile import load_field
 
-    channel.send("progress", task=index, phase="extract", step=0, steps=1)
-    start = time.perf_counter()
     field = load_field(_resolve(base, task["field_path"]), device=resolve_device(task.get("device", "auto")))
-    surface = extract_isosurface(field, task["resolution"], task.get("level", 0.0))
     mesh_out = _resolve(base, task["mesh_out"])
-    _save_mesh_npz(mesh_out, surface)
-    return {"mesh_out": mesh_out, "extract_seconds": time.perf_counter() - start}
+    _, seconds = _extract_to_file(field, task["resolution"], task.get("level", 0.0), mesh_out, channel, index)
+    return {"mesh_out": mesh_out, "extract_seconds": seconds}
 
 
 RUNNERS = {"fit": run_fit, "extract": run_extract}
