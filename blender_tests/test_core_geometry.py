@@ -8,12 +8,11 @@ import pytest
 
 from analytic import hemisphere, icosphere, inscribed_gap, sphere_sdf, torus
 from neural_field_addon.core.geometry import (
+    DeviceSampler,
     FieldTransform,
     MeshQuery,
     TriangleMesh,
-    sample_near_surface,
     sample_surface,
-    sample_uniform_box,
 )
 
 pytest.importorskip("igl", reason="the libigl backend is what these tests compare against")
@@ -278,9 +277,9 @@ def test_near_surface_and_box_samples_are_reproducible_from_the_seed():
     mesh = MESHES["torus"]()
 
     def draw(seed):
-        rng = np.random.default_rng(seed)
-        near = sample_near_surface(mesh, 1000, (0.003, 0.015, 0.06), rng)
-        box = sample_uniform_box(*mesh.bounds, 500, rng)
+        sampler = DeviceSampler(mesh, seed=seed)
+        near = sampler.near_surface(1000, (0.003, 0.015, 0.06)).numpy()
+        box = sampler.uniform_box(*mesh.bounds, 500).numpy()
         return near, box
 
     (near_a, box_a), (near_b, box_b) = draw(7), draw(7)
@@ -306,5 +305,5 @@ def test_surface_samples_lie_on_the_mesh_with_its_face_normals():
 
 def test_uniform_box_samples_stay_inside_the_box():
     low, high = np.array([-1.0, 0.0, 2.0]), np.array([1.0, 0.5, 5.0])
-    points = sample_uniform_box(low, high, 5000, np.random.default_rng(9))
+    points = DeviceSampler(MESHES["torus"](), seed=9).uniform_box(low, high, 5000).numpy()
     assert np.all(points >= low) and np.all(points <= high)

@@ -2,7 +2,7 @@
 
 from .mesh import FieldTransform, TriangleMesh
 from .query import INSIDE_WINDING, MeshQuery
-from .sampling import DeviceSampler, sample_near_surface, sample_surface, sample_uniform_box
+from .sampling import DeviceSampler, sample_surface
 
 __all__ = [
     "DeviceSampler",
@@ -10,7 +10,5 @@ __all__ = [
     "INSIDE_WINDING",
     "MeshQuery",
     "TriangleMesh",
-    "sample_near_surface",
     "sample_surface",
-    "sample_uniform_box",
 ]

@@ -1,6 +1,6 @@
-"""Training and evaluation samples: surface points, near-surface points, uniform box points.
-
-All functions take a numpy `Generator`, so a seed reproduces every sample.
+"""Samples of a mesh: `sample_surface` (numpy, float64) for the metrics, and `DeviceSampler`
+(PyTorch, on the training device) for training pools: surface, near-surface and uniform box
+points. Both are reproducible from a seed.
 """
 
 from __future__ import annotations
@@ -24,20 +24,6 @@ def sample_surface(mesh: TriangleMesh, count: int, rng: np.random.Generator):
     tri = mesh.triangles()[face]
     points = tri[:, 0] + u[:, None] * (tri[:, 1] - tri[:, 0]) + v[:, None] * (tri[:, 2] - tri[:, 0])
     return points, normals[face]
-
-
-def sample_near_surface(
-    mesh: TriangleMesh, count: int, scales: tuple[float, ...], rng: np.random.Generator
-) -> np.ndarray:
-    """Surface points displaced by isotropic Gaussian noise, an equal share at each scale."""
-    points, _ = sample_surface(mesh, count, rng)
-    sigma = np.repeat(np.asarray(scales, dtype=np.float64), -(-count // len(scales)))[:count]
-    return points + rng.normal(size=points.shape) * sigma[:, None]
-
-
-def sample_uniform_box(low, high, count: int, rng: np.random.Generator) -> np.ndarray:
-    low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
-    return low + rng.random((count, 3)) * (high - low)
 
 
 class DeviceSampler:
