@@ -10,9 +10,11 @@ Layout (chosen so kernels need no pointers, only index arithmetic and one escape
   so a traversal can be a loop over one integer per query: a stackless walk that suits GPU lanes.
 - Each node stores its box (float32, padded outward by a relative 1e-6 so float64 geometry is
   never pruned by rounding) and, for the hierarchical winding number of Barill et al. (2018), the
-  expansion of its triangles about their area-weighted centroid: first order `normal_sum`
-  (sum of a_t n_t) and second order `moment` (sum of a_t n_t (c_t - center)^T), and a radius
-  bounding the node's triangles around the centroid.
+  expansion of its triangles about their area-weighted centroid: first order N = sum a_t n_t and
+  second order C = sum a_t n_t (c_t - center)^T, and a radius bounding the node's triangles
+  around the centroid. The far field needs only tr(C) and the symmetric part of C (r^T C r =
+  r^T S r), so a node's expansion is one 64-byte record (see EXPANSION_FIELDS): one cache line
+  per node visit on the CPU. Boxes are one 24-byte record per node for the same reason.
 
 Memory beyond the mesh: 4 bytes per triangle for `order`, 4 per leaf, and 92 bytes per node;
 with fewer than m/2 nodes for leaves of 8, under 52 bytes per triangle.
@@ -27,6 +29,9 @@ import numpy as np
 from .mesh import TriangleMesh
 
 DEFAULT_LEAF_SIZE = 8
+# Columns of TriangleBVH.expansion: centroid, radius, N, tr(C), symmetric part of C, padding.
+EXPANSION_FIELDS = ("cx", "cy", "cz", "radius", "nx", "ny", "nz", "trace",
+                    "s00", "s11", "s22", "s01", "s02", "s12", "pad0", "pad1")
 
 
 @dataclass(frozen=True)
@@ -34,14 +39,11 @@ class TriangleBVH:
     vertices: np.ndarray  # (n, 3) float64, the mesh's own
     faces: np.ndarray  # (m, 3) int64, the mesh's own
     order: np.ndarray  # (m,) int32: original face index, in leaf order
+    leaf_faces: np.ndarray  # (m, 3) int32: faces[order], so a walk reads a leaf's triangles in a row
     leaf_start: np.ndarray  # (leaves + 1,) int32
     first_leaf: int  # heap index of leaf 0
-    box_lo: np.ndarray  # (nodes, 3) float32
-    box_hi: np.ndarray  # (nodes, 3) float32
-    center: np.ndarray  # (nodes, 3) float32: area-weighted centroid
-    normal_sum: np.ndarray  # (nodes, 3) float32: sum of a_t n_t
-    moment: np.ndarray  # (nodes, 3, 3) float32: sum of a_t n_t (c_t - center)^T
-    radius: np.ndarray  # (nodes,) float32: bounds the node's triangles around `center`
+    boxes: np.ndarray  # (nodes, 6) float32: low corner, high corner
+    expansion: np.ndarray  # (nodes, 16) float32: see EXPANSION_FIELDS
     escape: np.ndarray  # (nodes,) int32
 
     @property
@@ -51,9 +53,36 @@ class TriangleBVH:
     @property
     def nbytes(self) -> int:
         """Bytes held beyond the mesh itself."""
-        arrays = (self.order, self.leaf_start, self.box_lo, self.box_hi, self.center,
-                  self.normal_sum, self.moment, self.radius, self.escape)
+        arrays = (self.order, self.leaf_faces, self.leaf_start, self.boxes, self.expansion, self.escape)
         return int(sum(a.nbytes for a in arrays))
+
+    # Column views of the records, for the per-field device layouts (bvh_torch, bvh_triton).
+    @property
+    def box_lo(self) -> np.ndarray:
+        return self.boxes[:, :3]
+
+    @property
+    def box_hi(self) -> np.ndarray:
+        return self.boxes[:, 3:]
+
+    @property
+    def center(self) -> np.ndarray:
+        return self.expansion[:, 0:3]
+
+    @property
+    def radius(self) -> np.ndarray:
+        return self.expansion[:, 3]
+
+    @property
+    def normal_sum(self) -> np.ndarray:
+        return self.expansion[:, 4:7]
+
+    @property
+    def moment(self) -> np.ndarray:
+        """(nodes, 3, 3): the symmetric part of C, which gives the same far field as C."""
+        s00, s11, s22, s01, s02, s12 = (self.expansion[:, 8 + k] for k in range(6))
+        return np.stack([np.stack([s00, s01, s02], -1), np.stack([s01, s11, s12], -1),
+                         np.stack([s02, s12, s22], -1)], -2)
 
 
 def _spread_bits(v):
@@ -159,18 +188,22 @@ def build_bvh(mesh: TriangleMesh, leaf_size: int = DEFAULT_LEAF_SIZE) -> Triangl
     # Pad boxes outward so float32 rounding never excludes a float64 triangle.
     low, high = mesh.bounds
     pad = 1e-6 * (float(np.max(np.abs(np.concatenate([low, high])))) + float(np.max(high - low)))
+    symmetric = 0.5 * (moment + moment.transpose(0, 2, 1))
+    expansion = np.zeros((nodes, len(EXPANSION_FIELDS)))
+    expansion[:, 0:3] = center
+    expansion[:, 3] = radius * (1 + 1e-6) + pad
+    expansion[:, 4:7] = normal_sum
+    expansion[:, 7] = np.trace(moment, axis1=1, axis2=2)
+    expansion[:, 8:14] = symmetric[:, [0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2]]
     return TriangleBVH(
         vertices=mesh.vertices,
         faces=mesh.faces,
         order=order.astype(np.int32),
+        leaf_faces=mesh.faces[order].astype(np.int32),
         leaf_start=leaf_start,
         first_leaf=leaves - 1,
-        box_lo=(lo - pad).astype(np.float32),
-        box_hi=(hi + pad).astype(np.float32),
-        center=center.astype(np.float32),
-        normal_sum=normal_sum.astype(np.float32),
-        moment=moment.astype(np.float32),
-        radius=(radius * (1 + 1e-6) + pad).astype(np.float32),
+        boxes=np.concatenate([lo - pad, hi + pad], axis=1).astype(np.float32),
+        expansion=expansion.astype(np.float32),
         escape=_escape_table(nodes),
     )
 

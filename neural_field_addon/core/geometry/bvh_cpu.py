@@ -3,9 +3,10 @@
 - Closest point: depth-first with a small stack, nearer child first, pruning boxes farther than
   the best distance so far. Exact (float64).
 - Winding number: the hierarchical evaluation of Barill et al. (2018): a node whose centroid is
-  farther than `beta` times its radius contributes its dipole, N . (c - q) / (4 pi |c - q|^3);
+  farther than `beta` times its radius contributes its far-field expansion (to second order);
   other nodes are opened, and leaves are summed exactly (Van Oosterom-Strackee solid angles).
   Larger `beta` is more accurate and slower; beta <= 0 gives the exact sum.
+- Signed distance needs both: `distance_and_winding` runs the two walks per point in one pass.
 Compiled functions are cached on disk (numba's cache=True) so later processes skip compilation.
 """
 
@@ -21,6 +22,9 @@ from .bvh import TriangleBVH, morton_order
 _CHUNK = 256
 _STACK = 64
 _FOUR_PI = 4.0 * math.pi
+# LLVM's fast-math rewrites that keep results within rounding (reassociation, contraction into
+# FMA, reciprocals); not 'nnan'/'ninf', since the walks start from an infinite best distance.
+_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
 @njit(cache=True, inline="always")
@@ -69,14 +73,6 @@ def _closest_on_triangle(px, py, pz, ax, ay, az, bx, by, bz, cx, cy, cz):
 
 
 @njit(cache=True, inline="always")
-def _box_distance2(px, py, pz, lo, hi, node):
-    dx = max(lo[node, 0] - px, 0.0, px - hi[node, 0])
-    dy = max(lo[node, 1] - py, 0.0, py - hi[node, 1])
-    dz = max(lo[node, 2] - pz, 0.0, pz - hi[node, 2])
-    return dx * dx + dy * dy + dz * dz
-
-
-@njit(cache=True, inline="always")
 def _solid_angle(px, py, pz, vertices, faces, t):
     i, j, k = faces[t, 0], faces[t, 1], faces[t, 2]
     ax = vertices[i, 0] - px
@@ -96,95 +92,132 @@ def _solid_angle(px, py, pz, vertices, faces, t):
     return 2.0 * math.atan2(det, den)
 
 
-@njit(cache=True, parallel=True)
-def _closest_kernel(points, vertices, faces, order, leaf_start, first_leaf, lo, hi, out_distance, out_face, out_closest):
+@njit(cache=True, inline="always", fastmath=_FASTMATH, error_model="numpy")
+def _box_distance2(px, py, pz, boxes, node):
+    dx = max(boxes[node, 0] - px, 0.0, px - boxes[node, 3])
+    dy = max(boxes[node, 1] - py, 0.0, py - boxes[node, 4])
+    dz = max(boxes[node, 2] - pz, 0.0, pz - boxes[node, 5])
+    return dx * dx + dy * dy + dz * dz
+
+
+@njit(cache=True, inline="always", fastmath=_FASTMATH, error_model="numpy")
+def _triangle_closest(px, py, pz, vertices, faces, t):
+    i, j, k = faces[t, 0], faces[t, 1], faces[t, 2]
+    return _closest_on_triangle(
+        px, py, pz,
+        vertices[i, 0], vertices[i, 1], vertices[i, 2],
+        vertices[j, 0], vertices[j, 1], vertices[j, 2],
+        vertices[k, 0], vertices[k, 1], vertices[k, 2],
+    )
+
+
+@njit(cache=True, inline="always", fastmath=_FASTMATH, error_model="numpy")
+def _nearest_slot(px, py, pz, vertices, leaf_faces, leaf_start, first_leaf, boxes, stack, stack_d2):
+    """Squared distance to the nearest triangle and its leaf slot: depth first, nearer child first,
+    pruning subtrees whose box is no nearer than the best so far. Each stack entry keeps the box
+    distance computed when it was pushed, so a pop only compares it with the (smaller) best."""
+    best = np.inf
+    best_slot = -1
+    stack[0] = 0
+    stack_d2[0] = 0.0
+    top = 1
+    while top > 0:
+        top -= 1
+        node = stack[top]
+        if stack_d2[top] >= best:
+            continue
+        if node >= first_leaf:
+            leaf = node - first_leaf
+            for slot in range(leaf_start[leaf], leaf_start[leaf + 1]):
+                cx, cy, cz = _triangle_closest(px, py, pz, vertices, leaf_faces, slot)
+                d2 = (cx - px) ** 2 + (cy - py) ** 2 + (cz - pz) ** 2
+                if d2 < best:
+                    best, best_slot = d2, slot
+        else:
+            left = 2 * node + 1
+            dl = _box_distance2(px, py, pz, boxes, left)
+            dr = _box_distance2(px, py, pz, boxes, left + 1)
+            # Push the farther child first so the nearer one is visited next.
+            near, far, d_near, d_far = (left, left + 1, dl, dr) if dl <= dr else (left + 1, left, dr, dl)
+            if d_far < best:
+                stack[top] = far
+                stack_d2[top] = d_far
+                top += 1
+            if d_near < best:
+                stack[top] = near
+                stack_d2[top] = d_near
+                top += 1
+    return best, best_slot
+
+
+@njit(cache=True, inline="always", fastmath=_FASTMATH, error_model="numpy")
+def _winding_at(px, py, pz, vertices, leaf_faces, leaf_start, first_leaf, expansion, escape, beta):
+    """Hierarchical winding number at one point: a stackless walk over the escape table."""
+    total = 0.0
+    node = 0
+    reach = beta * beta if beta > 0.0 else -1.0
+    while node >= 0:
+        e = expansion[node]
+        rx = e[0] - px
+        ry = e[1] - py
+        rz = e[2] - pz
+        d2 = rx * rx + ry * ry + rz * rz
+        if d2 > reach * e[3] * e[3] and reach > 0.0:
+            # Far field to second order: N.r/|r|^3 + tr(C)/|r|^3 - 3 r^T S r/|r|^5, with
+            # r = center - q and S the symmetric part of C = sum a_t n_t (c_t - center)^T.
+            inv3 = 1.0 / (d2 * math.sqrt(d2))
+            rsr = (e[8] * rx * rx + e[9] * ry * ry + e[10] * rz * rz
+                   + 2.0 * (e[11] * rx * ry + e[12] * rx * rz + e[13] * ry * rz))
+            dipole = e[4] * rx + e[5] * ry + e[6] * rz
+            total += (dipole + e[7]) * inv3 - 3.0 * rsr * inv3 / d2
+            node = escape[node]
+        elif node >= first_leaf:
+            leaf = node - first_leaf
+            for slot in range(leaf_start[leaf], leaf_start[leaf + 1]):
+                total += _solid_angle(px, py, pz, vertices, leaf_faces, slot)
+            node = escape[node]
+        else:
+            node = 2 * node + 1
+    return total / _FOUR_PI
+
+
+@njit(cache=True, parallel=True, fastmath=_FASTMATH, error_model="numpy")
+def _closest_kernel(points, vertices, leaf_faces, order, leaf_start, first_leaf, boxes, out_distance, out_face, out_closest):
     n = points.shape[0]
-    chunks = (n + _CHUNK - 1) // _CHUNK
-    for chunk in prange(chunks):
-        # Each stack entry keeps the box distance computed when it was pushed, so a pop only
-        # compares it with the (by then smaller) best distance.
+    for chunk in prange((n + _CHUNK - 1) // _CHUNK):
         stack = np.empty(_STACK, dtype=np.int64)
         stack_d2 = np.empty(_STACK, dtype=np.float64)
         for q in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
             px, py, pz = points[q, 0], points[q, 1], points[q, 2]
-            best = np.inf
-            best_slot = -1
-            bx = by = bz = 0.0
-            stack[0] = 0
-            stack_d2[0] = 0.0
-            top = 1
-            while top > 0:
-                top -= 1
-                node = stack[top]
-                if stack_d2[top] >= best:
-                    continue
-                if node >= first_leaf:
-                    leaf = node - first_leaf
-                    for slot in range(leaf_start[leaf], leaf_start[leaf + 1]):
-                        t = order[slot]
-                        i, j, k = faces[t, 0], faces[t, 1], faces[t, 2]
-                        cx, cy, cz = _closest_on_triangle(
-                            px, py, pz,
-                            vertices[i, 0], vertices[i, 1], vertices[i, 2],
-                            vertices[j, 0], vertices[j, 1], vertices[j, 2],
-                            vertices[k, 0], vertices[k, 1], vertices[k, 2],
-                        )
-                        d2 = (cx - px) ** 2 + (cy - py) ** 2 + (cz - pz) ** 2
-                        if d2 < best:
-                            best, best_slot, bx, by, bz = d2, slot, cx, cy, cz
-                else:
-                    left, right = 2 * node + 1, 2 * node + 2
-                    dl = _box_distance2(px, py, pz, lo, hi, left)
-                    dr = _box_distance2(px, py, pz, lo, hi, right)
-                    # Push the farther child first so the nearer one is visited next.
-                    near, far, d_near, d_far = (left, right, dl, dr) if dl <= dr else (right, left, dr, dl)
-                    if d_far < best:
-                        stack[top] = far
-                        stack_d2[top] = d_far
-                        top += 1
-                    if d_near < best:
-                        stack[top] = near
-                        stack_d2[top] = d_near
-                        top += 1
-            out_distance[q] = math.sqrt(best)
-            out_face[q] = order[best_slot]
-            out_closest[q, 0], out_closest[q, 1], out_closest[q, 2] = bx, by, bz
+            _, slot = _nearest_slot(px, py, pz, vertices, leaf_faces, leaf_start, first_leaf, boxes, stack, stack_d2)
+            cx, cy, cz = _triangle_closest(px, py, pz, vertices, leaf_faces, slot)
+            out_distance[q] = math.sqrt((cx - px) ** 2 + (cy - py) ** 2 + (cz - pz) ** 2)
+            out_face[q] = order[slot]
+            out_closest[q, 0], out_closest[q, 1], out_closest[q, 2] = cx, cy, cz
 
 
-@njit(cache=True, parallel=True)
-def _winding_kernel(points, vertices, faces, order, leaf_start, first_leaf, center, normal_sum, moment, radius, escape, beta, out):
+@njit(cache=True, parallel=True, fastmath=_FASTMATH, error_model="numpy")
+def _winding_kernel(points, vertices, leaf_faces, leaf_start, first_leaf, expansion, escape, beta, out):
+    for q in prange(points.shape[0]):
+        out[q] = _winding_at(points[q, 0], points[q, 1], points[q, 2], vertices, leaf_faces, leaf_start,
+                             first_leaf, expansion, escape, beta)
+
+
+@njit(cache=True, parallel=True, fastmath=_FASTMATH, error_model="numpy")
+def _signed_kernel(points, vertices, leaf_faces, leaf_start, first_leaf, boxes, expansion, escape, beta,
+                   out_distance, out_winding):
+    """Distance and winding number of each point in one pass: one sort, one parallel loop, and
+    the second walk finds the first one's nodes and triangles still in cache."""
     n = points.shape[0]
-    for q in prange(n):
-        px, py, pz = points[q, 0], points[q, 1], points[q, 2]
-        total = 0.0
-        node = 0
-        while node >= 0:
-            rx = center[node, 0] - px
-            ry = center[node, 1] - py
-            rz = center[node, 2] - pz
-            d2 = rx * rx + ry * ry + rz * rz
-            if beta > 0.0 and d2 > (beta * radius[node]) ** 2:
-                # Far field to second order: N.r/|r|^3 + tr(C)/|r|^3 - 3 r^T C r/|r|^5,
-                # with r = center - q and C = sum a_t n_t (c_t - center)^T.
-                inv3 = 1.0 / (d2 * math.sqrt(d2))
-                c = moment[node]
-                trace = c[0, 0] + c[1, 1] + c[2, 2]
-                rcr = (
-                    rx * (c[0, 0] * rx + c[0, 1] * ry + c[0, 2] * rz)
-                    + ry * (c[1, 0] * rx + c[1, 1] * ry + c[1, 2] * rz)
-                    + rz * (c[2, 0] * rx + c[2, 1] * ry + c[2, 2] * rz)
-                )
-                dipole = _dot(normal_sum[node, 0], normal_sum[node, 1], normal_sum[node, 2], rx, ry, rz)
-                total += (dipole + trace) * inv3 - 3.0 * rcr * inv3 / d2
-                node = escape[node]
-            elif node >= first_leaf:
-                leaf = node - first_leaf
-                for slot in range(leaf_start[leaf], leaf_start[leaf + 1]):
-                    total += _solid_angle(px, py, pz, vertices, faces, order[slot])
-                node = escape[node]
-            else:
-                node = 2 * node + 1
-        out[q] = total / _FOUR_PI
+    for chunk in prange((n + _CHUNK - 1) // _CHUNK):
+        stack = np.empty(_STACK, dtype=np.int64)
+        stack_d2 = np.empty(_STACK, dtype=np.float64)
+        for q in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
+            px, py, pz = points[q, 0], points[q, 1], points[q, 2]
+            d2, _ = _nearest_slot(px, py, pz, vertices, leaf_faces, leaf_start, first_leaf, boxes, stack, stack_d2)
+            out_distance[q] = math.sqrt(d2)
+            out_winding[q] = _winding_at(px, py, pz, vertices, leaf_faces, leaf_start, first_leaf, expansion,
+                                         escape, beta)
 
 
 def _sorted(bvh: TriangleBVH, points: np.ndarray):
@@ -195,6 +228,12 @@ def _sorted(bvh: TriangleBVH, points: np.ndarray):
     return np.ascontiguousarray(points[order]), order
 
 
+def _unsorted(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    out = np.empty_like(values)
+    out[order] = values
+    return out
+
+
 def closest_points(bvh: TriangleBVH, points: np.ndarray):
     """Exact (distance (q,), closest point (q, 3), original face index (q,)) in float64."""
     sorted_points, order = _sorted(bvh, points)
@@ -202,19 +241,26 @@ def closest_points(bvh: TriangleBVH, points: np.ndarray):
     face = np.empty(len(points), dtype=np.int64)
     closest = np.empty((len(points), 3))
     if len(points):
-        _closest_kernel(sorted_points, bvh.vertices, bvh.faces, bvh.order, bvh.leaf_start, bvh.first_leaf,
-                        bvh.box_lo, bvh.box_hi, distance, face, closest)
-    out_distance, out_closest, out_face = np.empty_like(distance), np.empty_like(closest), np.empty_like(face)
-    out_distance[order], out_closest[order], out_face[order] = distance, closest, face
-    return out_distance, out_closest, out_face
+        _closest_kernel(sorted_points, bvh.vertices, bvh.leaf_faces, bvh.order, bvh.leaf_start, bvh.first_leaf,
+                        bvh.boxes, distance, face, closest)
+    return _unsorted(distance, order), _unsorted(closest, order), _unsorted(face, order)
 
 
 def winding_number(bvh: TriangleBVH, points: np.ndarray, beta: float = 2.0) -> np.ndarray:
     sorted_points, order = _sorted(bvh, points)
     out = np.empty(len(points))
     if len(points):
-        _winding_kernel(sorted_points, bvh.vertices, bvh.faces, bvh.order, bvh.leaf_start, bvh.first_leaf,
-                        bvh.center, bvh.normal_sum, bvh.moment, bvh.radius, bvh.escape, float(beta), out)
-    result = np.empty_like(out)
-    result[order] = out
-    return result
+        _winding_kernel(sorted_points, bvh.vertices, bvh.leaf_faces, bvh.leaf_start, bvh.first_leaf,
+                        bvh.expansion, bvh.escape, float(beta), out)
+    return _unsorted(out, order)
+
+
+def distance_and_winding(bvh: TriangleBVH, points: np.ndarray, beta: float = 2.0):
+    """Exact distance (q,) and hierarchical winding number (q,) of each point, in one pass."""
+    sorted_points, order = _sorted(bvh, points)
+    distance = np.empty(len(points))
+    winding = np.empty(len(points))
+    if len(points):
+        _signed_kernel(sorted_points, bvh.vertices, bvh.leaf_faces, bvh.leaf_start, bvh.first_leaf,
+                       bvh.boxes, bvh.expansion, bvh.escape, float(beta), distance, winding)
+    return _unsorted(distance, order), _unsorted(winding, order)

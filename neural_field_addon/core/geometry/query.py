@@ -160,20 +160,22 @@ class MeshQuery:
     def winding_number(self, points: np.ndarray) -> np.ndarray:
         points = _as_points(points)
         if self.backend in BVH_BACKENDS:
-            winding = self._hierarchical_winding(points, self.beta)
-            # The far-field expansion is second order, so values can be off by a few percent at
-            # small beta (7% inside a 320-face sphere at beta 2). Where the sign could be in
-            # doubt, evaluate again three times more accurately (error ~ beta^-3, about 0.1%).
-            doubtful = np.abs(winding - INSIDE_WINDING) < REFINE_BAND
-            if self.beta > 0 and doubtful.any():
-                winding[doubtful] = self._hierarchical_winding(points[doubtful], 3.0 * self.beta)
-            return winding
+            return self._refine(points, self._hierarchical_winding(points, self.beta))
         if self.backend == "libigl":
             return self._igl.fast_winding_number(self._vertices_c, self._faces_c, points)
         from . import bruteforce
 
         vertices, faces, p = self._torch_arrays(points)
         return bruteforce.winding_number(vertices, faces, p).double().cpu().numpy()
+
+    def _refine(self, points: np.ndarray, winding: np.ndarray) -> np.ndarray:
+        """The far-field expansion is second order, so values can be off by a few percent at
+        small beta (7% inside a 320-face sphere at beta 2). Where the sign could be in doubt,
+        evaluate again three times more accurately (error ~ beta^-3, about 0.1%)."""
+        doubtful = np.abs(winding - INSIDE_WINDING) < REFINE_BAND
+        if self.beta > 0 and doubtful.any():
+            winding[doubtful] = self._hierarchical_winding(points[doubtful], 3.0 * self.beta)
+        return winding
 
     def _hierarchical_winding(self, points: np.ndarray, beta: float) -> np.ndarray:
         if self.backend == "bvh":
@@ -191,9 +193,15 @@ class MeshQuery:
 
     def signed_distance(self, points: np.ndarray) -> np.ndarray:
         """Exact distance, negative where the winding number exceeds 0.5 (inside)."""
-        distance = self.distance(points)
-        inside = self.winding_number(points) > INSIDE_WINDING
-        return np.where(inside, -distance, distance)
+        if self.backend == "bvh":
+            from . import bvh_cpu
+
+            points = _as_points(points)
+            distance, winding = bvh_cpu.distance_and_winding(self.bvh, self._local(points), self.beta)
+            winding = self._refine(points, winding)
+        else:
+            distance, winding = self.distance(points), self.winding_number(points)
+        return np.where(winding > INSIDE_WINDING, -distance, distance)
 
     def signed_distance_tensor(self, points):
         """Signed distance of a float tensor of points (q, 3), as float32 on the points' device.
