@@ -267,8 +267,7 @@ class NEURAL_FIELD_OT_fit(_WorkerOperator, bpy.types.Operator):
                     "type": "fit",
                     "mesh": mesh_file,
                     "field_path": storage.new_field_path(obj.name),
-                    "field_config": properties.field_config(settings),
-                    "train_config": properties.train_config(settings),
+                    **properties.fit_task_settings(settings),
                     "extract": {"resolution": settings.resolution, "level": settings.level},
                     "mesh_out": job.path(f"result_{index}.npz"),
                     "evaluate": settings.evaluate,
@@ -276,7 +275,6 @@ class NEURAL_FIELD_OT_fit(_WorkerOperator, bpy.types.Operator):
             )
             self._sources.append(obj.name)
         self._record = {
-            "encoding": settings.encoding,
             "resolution": settings.resolution,
             "level": settings.level,
         }
@@ -347,7 +345,7 @@ def _record_fit(obj, source, source_name, result, record_settings):
     record.source_name = source_name
     record.steps = int(report.get("steps", 0))
     record.device = str(report.get("device_name", ""))
-    record.encoding = record_settings["encoding"]
+    record.encoding = str(report.get("encoding", ""))
     record.parameters = int(report.get("parameters", 0))
     record.train_seconds = float(report.get("train_seconds", 0.0))
     record.resolution = record_settings["resolution"]

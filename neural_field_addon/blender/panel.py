@@ -54,7 +54,8 @@ class VIEW3D_PT_neural_field(bpy.types.Panel):
             box.label(text=f"Field file missing: {record.field_path}", icon="ERROR")
         else:
             box.label(text=f"File: {bpy.path.basename(path)}")
-        box.label(text=f"{record.steps} steps, {record.parameters:,} parameters, {record.train_seconds:.1f} s")
+        box.label(text=f"{record.encoding or 'field'}: {record.steps} steps, {record.parameters:,} parameters, "
+                       f"{record.train_seconds:.1f} s")
         box.label(text=f"Device: {record.device}")
         box.label(text=f"Extracted at {record.resolution}, level {record.level:g}")
         if record.chamfer >= 0:
@@ -72,11 +73,37 @@ class VIEW3D_PT_neural_field_network(bpy.types.Panel):
 
     def draw(self, context):
         settings = context.scene.neural_field
-        col = self.layout.column(align=True)
+        layout = self.layout
+        layout.prop(settings, "preset")
+        if settings.preset == "AUTO":
+            layout.label(text="Fast on a CUDA GPU, Compact on the CPU", icon="INFO")
+            return
+        col = layout.column(align=True)
+        col.prop(settings, "kind")
         col.prop(settings, "encoding")
-        if settings.encoding == "FOURIER":
+        encoding = settings.encoding
+        if encoding == "FOURIER":
+            col.prop(settings, "fourier_features")
             col.prop(settings, "fourier_sigma")
+        elif encoding == "POSITIONAL":
+            col.prop(settings, "pe_frequencies")
+        elif encoding == "SIREN":
+            col.prop(settings, "siren_omega")
+        else:
+            for name in ("hash_levels", "hash_features", "hash_log2_size", "hash_base_resolution",
+                         "hash_finest_resolution"):
+                col.prop(settings, name)
+        col = layout.column(align=True)
         col.prop(settings, "width")
         col.prop(settings, "depth")
+        col.prop(settings, "skip_layer")
+        if encoding != "SIREN":
+            col.prop(settings, "activation")
+        col = layout.column(align=True)
         col.prop(settings, "batch")
         col.prop(settings, "learning_rate")
+        col.prop(settings, "pool_size")
+        if settings.kind == "SDF":
+            col.prop(settings, "sdf_loss")
+        col.prop(settings, "eikonal_weight")
+        col.prop(settings, "precision")

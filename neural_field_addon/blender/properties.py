@@ -26,23 +26,102 @@ def _relative_path_options() -> set:
 
 
 ENCODING_ITEMS = (
+    ("HASHGRID", "Hash Grid", "Multiresolution hash grid (Instant-NGP): fastest on a GPU, large files"),
     ("FOURIER", "Fourier Features", "Gaussian random Fourier features (Tancik et al. 2020)"),
+    ("SIREN", "SIREN", "Sine activations (Sitzmann et al. 2020): compact, smooth"),
     ("POSITIONAL", "Positional", "NeRF positional encoding: sines and cosines at octave frequencies"),
 )
+PRESET_ITEMS = (
+    ("AUTO", "Auto", "Fast on a CUDA GPU, Compact on the CPU; the network settings below are not used"),
+    ("FAST", "Fast", "Hash grid with a small MLP: seconds on a GPU, larger files"),
+    ("COMPACT", "Compact", "Fourier features with a 3x128 MLP: small files, good on the CPU"),
+    ("SMOOTH", "Smooth", "Positional encoding with an eikonal term: smooth surfaces, fewer details"),
+    ("CUSTOM", "Custom", "The network and training settings below, as set"),
+)
+KIND_ITEMS = (
+    ("SDF", "Signed Distance", "The network predicts the distance to the surface (negative inside)"),
+    ("OCCUPANCY", "Occupancy", "The network predicts inside/outside (extracted at probability 0.5)"),
+)
+ACTIVATION_ITEMS = (
+    ("SOFTPLUS", "Softplus", "Smooth ReLU: smooth normals"),
+    ("RELU", "ReLU", "Plain ReLU: cheapest"),
+)
+LOSS_ITEMS = (
+    ("L1", "Clamped L1", "DeepSDF's clamped L1 on signed distance"),
+    ("MAPE", "Relative L1", "Instant-NGP's relative error: weighs the surface more"),
+)
+PRECISION_ITEMS = (
+    ("AUTO", "Auto", "bf16 for hash grids on CUDA, fp32 otherwise"),
+    ("FP32", "fp32", "Full precision"),
+    ("BF16", "bf16", "bfloat16 mixed precision on CUDA"),
+)
+
+# Scene property -> (config, config field, converter); the converter maps Blender's enum
+# identifiers onto the core's lower-case names.
+_FIELD_SETTINGS = {
+    "kind": "kind", "encoding": "encoding", "fourier_features": "fourier_features",
+    "fourier_sigma": "fourier_sigma", "pe_frequencies": "pe_frequencies", "siren_omega": "siren_omega",
+    "hash_levels": "hash_levels", "hash_features": "hash_features", "hash_log2_size": "hash_log2_size",
+    "hash_base_resolution": "hash_base_resolution", "hash_finest_resolution": "hash_finest_resolution",
+    "width": "width", "depth": "depth", "skip_layer": "skip_layer", "activation": "activation",
+}
+_TRAIN_SETTINGS = {
+    "batch": "batch", "learning_rate": "lr", "pool_size": "pool_size", "sdf_loss": "sdf_loss",
+    "eikonal_weight": "eikonal_weight", "precision": "precision",
+}
+
+
+def _apply_preset(settings, context):
+    """Choosing a named preset writes its values into the individual settings, which the fit
+    then uses (and the user may adjust)."""
+    if settings.preset in ("AUTO", "CUSTOM"):
+        return
+    from ..core.config import PRESETS
+
+    preset = PRESETS[settings.preset.lower()]
+    values = {**preset["field"], **preset["train"]}
+    for prop, key in (*_FIELD_SETTINGS.items(), *_TRAIN_SETTINGS.items()):
+        if key in values:
+            value = values[key]
+            setattr(settings, prop, value.upper() if isinstance(value, str) else value)
+    if "steps" in values:
+        settings.steps = values["steps"]
 
 
 class NeuralFieldSceneSettings(bpy.types.PropertyGroup):
-    steps: IntProperty(name="Steps", description="Training steps", default=1000, min=1, soft_max=20000)
+    preset: EnumProperty(name="Preset", items=PRESET_ITEMS, default="AUTO", update=_apply_preset,
+                         description="Network and training settings by name")
+    steps: IntProperty(name="Steps", description="Training steps", default=1500, min=1, soft_max=20000)
     device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="AUTO")
     seed: IntProperty(name="Seed", description="Seed for samples, batches and initialisation", default=0, min=0)
+    kind: EnumProperty(name="Field", items=KIND_ITEMS, default="SDF")
     batch: IntProperty(name="Batch", description="Points per training step", default=8192, min=256, soft_max=1 << 20)
     learning_rate: FloatProperty(name="Learning Rate", default=2e-3, min=1e-6, max=1.0, precision=4)
+    pool_size: IntProperty(name="Sample Pool", description="Ground-truth points computed before training",
+                           default=1 << 18, min=1024, soft_max=1 << 22)
+    sdf_loss: EnumProperty(name="Loss", items=LOSS_ITEMS, default="L1")
+    eikonal_weight: FloatProperty(name="Eikonal Weight", description="Weight of the eikonal term "
+                                  "|grad f| = 1 (0: off); smooths the field, costs a second backward pass",
+                                  default=0.0, min=0.0, soft_max=1.0, precision=3)
+    precision: EnumProperty(name="Precision", items=PRECISION_ITEMS, default="AUTO")
     encoding: EnumProperty(name="Encoding", items=ENCODING_ITEMS, default="FOURIER")
+    fourier_features: IntProperty(name="Frequencies", default=96, min=1, soft_max=512)
     fourier_sigma: FloatProperty(
         name="Frequency Scale", description="Standard deviation of the Fourier frequencies: "
         "higher fits finer detail, too high adds noise", default=1.5, min=0.1, soft_max=10.0)
+    pe_frequencies: IntProperty(name="Octaves", description="Positional-encoding octaves", default=6, min=0, max=16)
+    siren_omega: FloatProperty(name="Omega", description="SIREN's frequency factor omega_0", default=30.0,
+                               min=0.1, soft_max=100.0)
+    hash_levels: IntProperty(name="Levels", default=16, min=1, max=32)
+    hash_features: IntProperty(name="Features per Level", default=2, min=1, max=8)
+    hash_log2_size: IntProperty(name="Table Size (log2)", default=19, min=8, max=26)
+    hash_base_resolution: IntProperty(name="Coarsest Resolution", default=16, min=1, soft_max=128)
+    hash_finest_resolution: IntProperty(name="Finest Resolution", default=2048, min=1, soft_max=8192)
     width: IntProperty(name="Width", description="Neurons per hidden layer", default=128, min=8, soft_max=512)
     depth: IntProperty(name="Depth", description="Hidden layers", default=3, min=1, soft_max=8)
+    skip_layer: IntProperty(name="Skip Layer", description="Hidden layer that sees the encoded input "
+                            "again, as in DeepSDF (0: none)", default=0, min=0, max=16)
+    activation: EnumProperty(name="Activation", items=ACTIVATION_ITEMS, default="SOFTPLUS")
     resolution: IntProperty(
         name="Resolution", description="Grid samples along the longest side for extraction",
         default=128, min=16, soft_max=512, max=2048)
@@ -73,22 +152,20 @@ class NeuralFieldObjectSettings(bpy.types.PropertyGroup):
     fscore: FloatProperty(name="F-score", description="F-score at 1% of the diagonal", default=-1.0, precision=4)
 
 
-def field_config(settings: NeuralFieldSceneSettings) -> dict:
-    return {
-        "encoding": settings.encoding.lower(),
-        "fourier_sigma": settings.fourier_sigma,
-        "width": settings.width,
-        "depth": settings.depth,
-        "init_seed": settings.seed,
-    }
+def fit_task_settings(settings: NeuralFieldSceneSettings) -> dict:
+    """The preset and config fields of a fit task. With the Auto preset the worker picks Fast or
+    Compact for the device it finds, and only steps, seed and device come from the panel."""
+    field = {"init_seed": settings.seed}
+    train = {"steps": settings.steps, "seed": settings.seed, "device": settings.device.lower()}
+    if settings.preset == "AUTO":
+        return {"preset": "auto", "field_config": field, "train_config": train}
+    for prop, key in _FIELD_SETTINGS.items():
+        field[key] = _core_value(getattr(settings, prop))
+    for prop, key in _TRAIN_SETTINGS.items():
+        train[key] = _core_value(getattr(settings, prop))
+    train["pool_size"] = max(train["pool_size"], train["batch"])
+    return {"preset": None, "field_config": field, "train_config": train}
 
 
-def train_config(settings: NeuralFieldSceneSettings) -> dict:
-    return {
-        "steps": settings.steps,
-        "batch": settings.batch,
-        "lr": settings.learning_rate,
-        "seed": settings.seed,
-        "device": settings.device.lower(),
-        "pool_size": max(1 << 18, settings.batch),
-    }
+def _core_value(value):
+    return value.lower() if isinstance(value, str) else value

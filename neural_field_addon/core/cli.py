@@ -13,45 +13,68 @@ import time
 
 import numpy as np
 
-from .config import ENCODINGS, FieldConfig, TrainConfig
+from .config import (
+    ACTIVATIONS,
+    ENCODINGS,
+    FIELD_KINDS,
+    PRECISIONS,
+    PRESET_NAMES,
+    SDF_LOSSES,
+    FieldConfig,
+    TrainConfig,
+    build_configs,
+)
+
+
+# Fit options that map one-to-one onto config fields: (flag, config, field, type, help).
+# Their defaults are None, meaning "the preset's value".
+_FIELD_FLAGS = (
+    ("--kind", "field", "kind", str, "sdf (signed distance) or occupancy"),
+    ("--encoding", "field", "encoding", str, "fourier, positional, siren or hashgrid"),
+    ("--fourier-features", "field", "fourier_features", int, "Fourier frequencies"),
+    ("--fourier-sigma", "field", "fourier_sigma", float, "std of the Fourier frequencies (field units)"),
+    ("--pe-frequencies", "field", "pe_frequencies", int, "positional-encoding octaves"),
+    ("--siren-omega", "field", "siren_omega", float, "SIREN's omega_0"),
+    ("--hash-levels", "field", "hash_levels", int, "hash-grid levels"),
+    ("--hash-features", "field", "hash_features", int, "features per hash-grid level"),
+    ("--hash-log2-size", "field", "hash_log2_size", int, "log2 of the hash table size per level"),
+    ("--hash-base-resolution", "field", "hash_base_resolution", int, "coarsest hash-grid resolution"),
+    ("--hash-finest-resolution", "field", "hash_finest_resolution", int, "finest hash-grid resolution"),
+    ("--width", "field", "width", int, "MLP hidden width"),
+    ("--depth", "field", "depth", int, "MLP hidden layers"),
+    ("--skip-layer", "field", "skip_layer", int, "hidden layer that sees the input again (0: none)"),
+    ("--activation", "field", "activation", str, "softplus or relu (not SIREN)"),
+    ("--steps", "train", "steps", int, "training steps"),
+    ("--batch", "train", "batch", int, "points per step"),
+    ("--lr", "train", "lr", float, "initial learning rate"),
+    ("--pool-size", "train", "pool_size", int, "ground-truth points computed before training"),
+    ("--loss", "train", "sdf_loss", str, "signed-distance loss: l1 (clamped, DeepSDF) or mape (Instant-NGP)"),
+    ("--eikonal-weight", "train", "eikonal_weight", float, "weight of the eikonal term (0: off)"),
+    ("--clamp", "train", "clamp", float, "distance clamp of the losses (field units)"),
+    ("--precision", "train", "precision", str, "auto, fp32 or bf16 (CUDA)"),
+)
+_CHOICES = {"kind": FIELD_KINDS, "encoding": ENCODINGS, "activation": ACTIVATIONS, "sdf_loss": SDF_LOSSES,
+            "precision": PRECISIONS}
 
 
 def _add_fit_options(parser: argparse.ArgumentParser) -> None:
-    defaults_f, defaults_t = FieldConfig(), TrainConfig()
-    parser.add_argument("--steps", type=int, default=defaults_t.steps, help="training steps")
+    parser.add_argument("--preset", choices=PRESET_NAMES, default="auto",
+                        help="starting point for every setting below: fast (hash grid), compact (Fourier "
+                             "features), smooth (positional + eikonal); auto: fast on CUDA, compact on the CPU")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--seed", type=int, default=defaults_t.seed, help="seed for samples and batches")
-    parser.add_argument("--batch", type=int, default=defaults_t.batch, help="points per step")
-    parser.add_argument("--lr", type=float, default=defaults_t.lr, help="initial learning rate")
-    parser.add_argument("--pool-size", type=int, default=defaults_t.pool_size,
-                        help="ground-truth points computed before training")
-    parser.add_argument("--encoding", choices=ENCODINGS, default=defaults_f.encoding)
-    parser.add_argument("--fourier-features", type=int, default=defaults_f.fourier_features)
-    parser.add_argument("--fourier-sigma", type=float, default=defaults_f.fourier_sigma)
-    parser.add_argument("--pe-frequencies", type=int, default=defaults_f.pe_frequencies)
-    parser.add_argument("--width", type=int, default=defaults_f.width, help="MLP hidden width")
-    parser.add_argument("--depth", type=int, default=defaults_f.depth, help="MLP hidden layers")
+    parser.add_argument("--seed", type=int, default=0, help="seed for samples, batches and initialisation")
+    for flag, _, name, kind, text in _FIELD_FLAGS:
+        parser.add_argument(flag, type=kind, default=None, choices=_CHOICES.get(name), help=text)
 
 
 def configs_from_args(args) -> tuple[FieldConfig, TrainConfig]:
-    field_config = FieldConfig(
-        encoding=args.encoding,
-        fourier_features=args.fourier_features,
-        fourier_sigma=args.fourier_sigma,
-        pe_frequencies=args.pe_frequencies,
-        width=args.width,
-        depth=args.depth,
-        init_seed=args.seed,
-    ).validate()
-    train_config = TrainConfig(
-        steps=args.steps,
-        batch=args.batch,
-        lr=args.lr,
-        pool_size=args.pool_size,
-        seed=args.seed,
-        device=args.device,
-    ).validate()
-    return field_config, train_config
+    """The preset's configs (for the device the fit will run on) with the given flags applied."""
+    from .devices import resolve_device
+
+    overrides = {"field": {"init_seed": args.seed}, "train": {"seed": args.seed, "device": args.device}}
+    for flag, target, name, _, _ in _FIELD_FLAGS:
+        overrides[target][name] = getattr(args, flag[2:].replace("-", "_"))
+    return build_configs(args.preset, resolve_device(args.device), overrides["field"], overrides["train"])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,10 @@
 - `PositionalEncoding`: NeRF's axis-aligned sines and cosines at octave frequencies.
 - `FourierFeatures`: Gaussian random Fourier features (Tancik et al. 2020), gamma(x) =
   [sin(2 pi B x), cos(2 pi B x)] with B ~ N(0, sigma^2); sigma sets the finest detail.
-Both keep the raw coordinates in their output, which helps the network stay smooth far away.
+- `Identity`: raw coordinates, for SIREN, whose sine layers are their own encoding.
+- `HashGridEncoding` (hashgrid.py): Instant-NGP's multiresolution hash grid.
+Positional and Fourier keep the raw coordinates in their output, which helps the network stay
+smooth far away.
 """
 
 from __future__ import annotations
@@ -12,6 +15,12 @@ import math
 
 import torch
 from torch import nn
+
+from .hashgrid import HashGridEncoding
+
+# The hash grid covers [-HASH_BOUND, HASH_BOUND]^3 in field units: the unit box plus the
+# training box's padding (0.1) with a margin.
+HASH_BOUND = 1.25
 
 
 class PositionalEncoding(nn.Module):
@@ -41,9 +50,25 @@ class FourierFeatures(nn.Module):
         return torch.cat([x, torch.sin(angles), torch.cos(angles)], dim=-1)
 
 
+class Identity(nn.Module):
+    def __init__(self, in_dim: int = 3):
+        super().__init__()
+        self.out_dim = in_dim
+
+    def forward(self, x):
+        return x
+
+
 def build_encoding(config) -> nn.Module:
     if config.encoding == "positional":
         return PositionalEncoding(config.pe_frequencies)
     if config.encoding == "fourier":
         return FourierFeatures(config.fourier_features, config.fourier_sigma, seed=config.init_seed)
-    raise ValueError(f"unknown encoding {config.encoding!r}; expected 'fourier' or 'positional'")
+    if config.encoding == "siren":
+        return Identity()
+    if config.encoding == "hashgrid":
+        return HashGridEncoding(
+            config.hash_levels, config.hash_features, config.hash_log2_size, config.hash_base_resolution,
+            config.hash_finest_resolution, bound=HASH_BOUND, seed=config.init_seed,
+        )
+    raise ValueError(f"unknown encoding {config.encoding!r}")

@@ -52,11 +52,17 @@ def evaluate_grid(field: NeuralField, axes, chunk: int = 1 << 18) -> np.ndarray:
 def extract_isosurface(field: NeuralField, resolution: int = 256, level: float = 0.0) -> TriangleMesh:
     """The surface {f = level} as a triangle mesh in object coordinates.
 
-    `level` is in object units: a positive level grows the shape by that distance (SDF).
+    `level` is in object units: a positive level grows the shape by that distance (SDF fields;
+    occupancy fields are extracted at probability 0.5 only).
     Raises EmptySurfaceError if the field is entirely inside or outside at that level.
     """
     from skimage.measure import marching_cubes
 
+    if field.config.kind == "occupancy" and level != 0.0:
+        raise ValueError(
+            f"an occupancy field has no distance scale, so it cannot be offset by a level ({level:g}); "
+            "extract it at level 0, or fit a signed-distance field"
+        )
     axes, h = grid_axes(field.box_low, field.box_high, resolution)
     values = evaluate_grid(field, axes)
     iso = float(level) * field.transform.scale

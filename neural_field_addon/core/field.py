@@ -28,11 +28,12 @@ class NeuralField:
 
     @torch.no_grad()
     def evaluate_field_space(self, points: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:
-        """Field values at field-space points (q, 3), in chunks to bound memory."""
+        """Field values at field-space points (q, 3), in chunks to bound memory: negative inside,
+        zero on the surface (signed distance in field units, or the negated occupancy logit)."""
         self.network.eval()
         out = torch.empty(len(points), dtype=torch.float32, device=points.device)
         for start in range(0, len(points), chunk):
-            out[start : start + chunk] = self.network(points[start : start + chunk]).float()
+            out[start : start + chunk] = self.network.field_value(points[start : start + chunk]).float()
         return out
 
     def signed_distance(self, points_object: np.ndarray) -> np.ndarray:

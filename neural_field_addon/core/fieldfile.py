@@ -4,6 +4,8 @@ Layout: a NumPy `.npz` archive (a zip) holding
 - `__header__`: UTF-8 JSON as a uint8 array: format name and version, field config, the
   object-to-field transform, the box, and the training report;
 - `param/<name>`: one array per network parameter or buffer (float32).
+Version 2 added field kinds, SIREN and hash-grid encodings and renamed the hidden layers;
+version 1 files still load (their layer names are mapped).
 It is read with `allow_pickle=False`, so loading a file never executes code. Writes go to a
 temporary file in the same folder and are renamed into place, so a crash never leaves half a file.
 """
@@ -23,7 +25,7 @@ from .geometry import FieldTransform
 from .networks import FieldNetwork
 
 FORMAT_NAME = "neural-field"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SUFFIX = ".nfield"
 
 
@@ -77,6 +79,8 @@ def load_field(path: str | os.PathLike, device: str = "cpu") -> NeuralField:
                 for key in data.files
                 if key.startswith("param/")
             }
+            if header["version"] == 1:
+                state = _state_from_version_1(state)
             network.load_state_dict(state, strict=True)
             transform = FieldTransform.from_dict(header["transform"])
             box_low = np.asarray(header["box_low"], dtype=np.float64)
@@ -91,6 +95,18 @@ def load_field(path: str | os.PathLike, device: str = "cpu") -> NeuralField:
         box_high=box_high,
         report=header.get("report", {}),
     )
+
+
+def _state_from_version_1(state: dict) -> dict:
+    """Version 1 kept the hidden layers in a Sequential ('mlp.0', activation, 'mlp.2', ...);
+    version 2 keeps only the linear layers ('hidden.0', 'hidden.1', ...)."""
+    renamed = {}
+    for key, value in state.items():
+        if key.startswith("mlp."):
+            _, index, rest = key.split(".", 2)
+            key = f"hidden.{int(index) // 2}.{rest}"
+        renamed[key] = value
+    return renamed
 
 
 def _open_archive(path):

@@ -1,9 +1,19 @@
-"""Field networks: an input encoding followed by an MLP with a scalar head.
+"""Field networks: an input encoding, an MLP trunk, and a scalar head.
 
-For kind 'sdf' the head outputs signed distance in field units (negative inside).
+- kind 'sdf': the head is the signed distance in field units (negative inside);
+- kind 'occupancy': the head is the logit of 'inside'.
+`FieldNetwork.field_value` turns either into one convention, negative inside and zero on the
+surface, so extraction and rendering need not know the kind.
+
+The trunk is `width` x `depth` hidden layers with softplus (beta 100: ReLU-like but with smooth
+gradients, hence smooth normals) or ReLU, or, for the 'siren' encoding, sine activations with
+SIREN's initialisation (Sitzmann et al. 2020). `skip_layer` k > 0 feeds the encoded input again
+into hidden layer k, as DeepSDF does at its middle layer.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -12,9 +22,32 @@ from .config import FieldConfig
 from .encodings import build_encoding
 
 
-def _activation(name: str) -> nn.Module:
-    # Softplus with a large beta is ReLU-like but smooth, so SDF gradients (normals) are too.
-    return nn.Softplus(beta=100.0) if name == "softplus" else nn.ReLU()
+OCCUPANCY_PRIOR_LOGIT = -2.0
+
+
+class Sine(nn.Module):
+    def __init__(self, omega: float):
+        super().__init__()
+        self.omega = omega
+
+    def forward(self, x):
+        return torch.sin(self.omega * x)
+
+
+def _activation(config: FieldConfig) -> nn.Module:
+    if config.encoding == "siren":
+        return Sine(config.siren_omega)
+    return nn.Softplus(beta=100.0) if config.activation == "softplus" else nn.ReLU()
+
+
+def _siren_init(layer: nn.Linear, first: bool, omega: float) -> None:
+    """SIREN's initialisation: U(-1/n, 1/n) for the first layer, U(-sqrt(6/n)/omega, ...) after,
+    so pre-activations stay distributed alike through the depth (n: fan-in)."""
+    fan_in = layer.in_features
+    bound = 1.0 / fan_in if first else math.sqrt(6.0 / fan_in) / omega
+    with torch.no_grad():
+        layer.weight.uniform_(-bound, bound)
+        layer.bias.uniform_(-bound, bound)
 
 
 class FieldNetwork(nn.Module):
@@ -25,17 +58,39 @@ class FieldNetwork(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.init_seed)
             self.encoding = build_encoding(config)
-            layers = []
-            in_dim = self.encoding.out_dim
-            for _ in range(config.depth):
-                layers += [nn.Linear(in_dim, config.width), _activation(config.activation)]
+            encoded = self.encoding.out_dim
+            self.hidden = nn.ModuleList()
+            in_dim = encoded
+            for index in range(1, config.depth + 1):
+                if index == config.skip_layer:
+                    in_dim += encoded
+                self.hidden.append(nn.Linear(in_dim, config.width))
                 in_dim = config.width
-            self.mlp = nn.Sequential(*layers)
+            self.activation = _activation(config)
             self.head = nn.Linear(in_dim, 1)
+            if config.encoding == "siren":
+                for index, layer in enumerate([*self.hidden, self.head]):
+                    _siren_init(layer, first=index == 0, omega=config.siren_omega)
+            if config.kind == "occupancy":
+                # Start from 'outside' everywhere (p = 0.12): most of the box is empty, and
+                # regions the samples rarely reach then stay empty instead of floating at p = 0.5.
+                with torch.no_grad():
+                    self.head.bias.fill_(OCCUPANCY_PRIOR_LOGIT)
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
-        """Field values (q,) at field-space points (q, 3)."""
-        return self.head(self.mlp(self.encoding(points))).squeeze(-1)
+        """The head's raw output (q,) at field-space points (q, 3): distance or logit."""
+        encoded = self.encoding(points)
+        x = encoded
+        for index, layer in enumerate(self.hidden, start=1):
+            if index == self.config.skip_layer:
+                x = torch.cat([x, encoded], dim=-1)
+            x = self.activation(layer(x))
+        return self.head(x).squeeze(-1)
+
+    def field_value(self, points: torch.Tensor) -> torch.Tensor:
+        """Negative inside, positive outside, zero on the surface, whatever the kind."""
+        out = self.forward(points)
+        return -out if self.config.kind == "occupancy" else out
 
 
 def parameter_count(module: nn.Module) -> int:

@@ -1,9 +1,13 @@
 """Single-shape fitting, advanced one `step()` at a time so the caller decides when to stop.
 
 Ground truth is computed once into a pool of field-space points (near-surface at several
-scales plus uniform points in the padded box) with exact signed distances; each step draws a
-random batch from the pool. The loss is read back to the host only every `report_every` steps,
-so the GPU is not stalled by a synchronisation per step.
+scales plus uniform points in the padded box) with exact signed distances (occupancy fields use
+their sign); each step draws a random batch from the pool. The loss is read back to the host
+only every `report_every` steps, so the GPU is not stalled by a synchronisation per step.
+
+On CUDA, hash-grid fields train under bf16 autocast (the encoding itself stays fp32) with
+PyTorch's fused Adam, and each batch is sorted along the pool's Morton order so neighbouring
+lanes of the encoding kernel read neighbouring table entries.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from .config import FieldConfig, TrainConfig
 from .devices import describe_device, resolve_device
 from .field import NeuralField
 from .geometry import DeviceSampler, FieldTransform, MeshQuery, TriangleMesh
+from .geometry.bvh import morton_codes
 from .networks import FieldNetwork, parameter_count
-from .objectives import clamped_l1_sdf
+from .objectives import SDF_LOSSES, eikonal, occupancy_bce
 
 
 class FitCancelled(Exception):
@@ -45,8 +50,15 @@ class FieldFitter:
         low, high = self.field_mesh.bounds
         pad = self.train_config.box_padding
         self.box_low, self.box_high = low - pad, high + pad
+        # Uniform samples reach one padding beyond the extraction box, so the field is held
+        # down at the box's faces and corners too (unconstrained, a network's extrapolation
+        # there left floating fragments).
+        self.sample_low, self.sample_high = self.box_low - pad, self.box_high + pad
         self.network = FieldNetwork(self.field_config).to(self.device)
-        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.train_config.lr)
+        self.optimizer = _optimizer(self.network, self.train_config.lr, self.device)
+        self.autocast = _autocast_dtype(self.field_config, self.train_config, self.device)
+        # Sorted batches help the hash-grid kernel's memory access; elsewhere order is moot.
+        self._sorted_batches = self.device == "cuda" and self.field_config.encoding == "hashgrid"
         self.step_count = 0
         self.timings = {"groundtruth_seconds": 0.0, "train_seconds": 0.0}
         self.last_loss = math.nan
@@ -65,9 +77,14 @@ class FieldFitter:
         points = torch.cat(
             [
                 sampler.near_surface(cfg.pool_size - uniform_count, cfg.near_scales),
-                sampler.uniform_box(self.box_low, self.box_high, uniform_count),
+                sampler.uniform_box(self.sample_low, self.sample_high, uniform_count),
             ]
         )
+        # Pool in Morton order: a sorted batch index then reads points that are near in space.
+        low = torch.as_tensor(self.sample_low, dtype=points.dtype, device=points.device)
+        high = torch.as_tensor(self.sample_high, dtype=points.dtype, device=points.device)
+        cells = ((points - low) / (high - low) * 1023.0).clamp(0, 1023).long()
+        points = points[torch.argsort(morton_codes(cells))].contiguous()
         self._pool_points = points
         self._pool_sdf = MeshQuery(self.field_mesh, device=self.device).signed_distance_tensor(points)
         self.timings["groundtruth_seconds"] = time.perf_counter() - start
@@ -88,15 +105,35 @@ class FieldFitter:
         index = torch.randint(
             len(self._pool_points), (cfg.batch,), device=self.device, generator=self._generator
         )
+        if self._sorted_batches:
+            index = index.sort().values
         self.network.train()
-        prediction = self.network(self._pool_points[index])
-        losses = clamped_l1_sdf(prediction, self._pool_sdf[index], cfg.clamp)
+        losses = self.losses(self._pool_points[index], self._pool_sdf[index])
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         self.optimizer.step()
         self._loss_sum += losses["total"].detach()
         self._loss_terms += 1
         self.step_count += 1
+
+    def losses(self, points: torch.Tensor, target_sdf: torch.Tensor) -> dict:
+        """Named loss terms of a batch; 'total' is minimised."""
+        cfg = self.train_config
+        eikonal_on = cfg.eikonal_weight > 0
+        if eikonal_on:
+            points = points.detach().requires_grad_(True)
+        with torch.autocast(self.device, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+            prediction = self.network(points).float()
+        if self.field_config.kind == "occupancy":
+            losses = occupancy_bce(prediction, target_sdf < 0)
+        else:
+            losses = SDF_LOSSES[cfg.sdf_loss](prediction, target_sdf, cfg.clamp)
+        if eikonal_on:
+            field = -prediction if self.field_config.kind == "occupancy" else prediction
+            (gradient,) = torch.autograd.grad(field.sum(), points, create_graph=True)
+            losses["eikonal"] = eikonal(gradient)
+            losses["total"] = losses["total"] + cfg.eikonal_weight * losses["eikonal"]
+        return losses
 
     def read_loss(self) -> float:
         """Mean loss since the last read (one host synchronisation)."""
@@ -146,6 +183,9 @@ class FieldFitter:
             "final_loss": self.read_loss(),
             "device": self.device,
             "device_name": describe_device(self.device),
+            "kind": self.field_config.kind,
+            "encoding": self.field_config.encoding,
+            "precision": str(self.autocast or torch.float32).replace("torch.", ""),
             "parameters": parameter_count(self.network),
             "source_vertices": len(self.source.vertices),
             "source_faces": len(self.source.faces),
@@ -159,6 +199,27 @@ class FieldFitter:
             box_high=self.box_high,
             report=report,
         )
+
+
+def _optimizer(network: FieldNetwork, lr: float, device: str) -> torch.optim.Optimizer:
+    """Adam; hash-grid tables get Instant-NGP's betas and epsilon (their entries see rare,
+    sparse gradients). PyTorch's fused implementation on CUDA (one kernel for all tensors)."""
+    encoding = [p for p in network.encoding.parameters()]
+    encoding_ids = {id(p) for p in encoding}
+    rest = [p for p in network.parameters() if id(p) not in encoding_ids]
+    groups = [{"params": rest}]
+    if encoding:
+        groups.append({"params": encoding, "betas": (0.9, 0.99), "eps": 1e-15})
+    return torch.optim.Adam(groups, lr=lr, fused=device == "cuda")
+
+
+def _autocast_dtype(field_config: FieldConfig, train_config: TrainConfig, device: str):
+    """bf16 for the MLP where it keeps accuracy and pays: hash-grid fields on CUDA ('auto')."""
+    if device != "cuda" or train_config.precision == "fp32":
+        return None
+    if train_config.precision == "bf16" or field_config.encoding == "hashgrid":
+        return torch.bfloat16
+    return None
 
 
 def fit_field(

@@ -10,8 +10,10 @@ Nothing else is written to stdout: stray prints from libraries are sent to stder
 travel as files in the job folder (meshes as NPZ), never through the pipe.
 
 Job file: {"tasks": [...]}, each task one of
-  {"type": "fit", "mesh": NPZ, "field_path": P, "field_config": {...}, "train_config": {...},
-   "extract": {"resolution": R, "level": L}, "mesh_out": NPZ, "evaluate": bool}
+  {"type": "fit", "mesh": NPZ, "field_path": P, "preset": NAME or null, "field_config": {...},
+   "train_config": {...}, "extract": {"resolution": R, "level": L}, "mesh_out": NPZ, "evaluate": bool}
+  (with a preset, the configs start from it on the device the fit runs on and the given
+  fields override it; without one, from the defaults)
   {"type": "extract", "field_path": P, "device": D, "resolution": R, "level": L, "mesh_out": NPZ}
 Paths are relative to the job file's folder unless absolute.
 """
@@ -57,14 +59,17 @@ def _extract_to_file(field, resolution: int, level: float, mesh_out: str, channe
 
 
 def run_fit(task: dict, base: str, channel: _Channel, index: int) -> dict:
-    from .config import FieldConfig, TrainConfig, config_from_dict
+    from .config import build_configs
+    from .devices import resolve_device
     from .fieldfile import save_field
     from .meshio import load_mesh
     from .training import fit_field
 
     mesh = load_mesh(_resolve(base, task["mesh"]))
-    field_config = config_from_dict(FieldConfig, task.get("field_config", {}))
-    train_config = config_from_dict(TrainConfig, task.get("train_config", {}))
+    train = task.get("train_config", {})
+    field_config, train_config = build_configs(
+        task.get("preset"), resolve_device(train.get("device", "auto")), task.get("field_config", {}), train
+    )
 
     def on_progress(info):
         channel.send("progress", task=index, **info)

@@ -1,0 +1,103 @@
+"""Multiresolution hash encoding (Müller et al. 2022, Instant-NGP), in plain PyTorch.
+
+L levels of grids over the cube [-bound, bound]^3, resolutions growing geometrically from
+`base_resolution` to `finest_resolution`. Each level holds F features per grid vertex: a dense
+array where (N+1)^3 vertices fit in the table size T, otherwise a table of T entries addressed
+by the spatial hash (x * 1) xor (y * 2654435761) xor (z * 805459861) mod T. A point's features
+are the trilinear interpolation of its cell's eight vertices, per level, concatenated: (q, L*F).
+
+All levels live in one parameter `table` of shape (entries, F); `level_offset[l]` is where
+level l begins, so dense levels cost only what they use (as in tiny-cuda-nn). This module is
+the reference; `hashgrid_triton` computes the same function in one fused kernel on CUDA.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from torch import nn
+
+HASH_PRIMES = (1, 2654435761, 805459861)
+# Corner k of a cell is offset by its bits (k & 1, k >> 1 & 1, k >> 2 & 1).
+_CORNERS = [(k & 1, (k >> 1) & 1, (k >> 2) & 1) for k in range(8)]
+
+
+def level_layout(levels: int, log2_size: int, base_resolution: int, finest_resolution: int):
+    """Per level: (resolution N, entries, first entry in the table, dense?)."""
+    growth = math.exp((math.log(finest_resolution) - math.log(base_resolution)) / max(1, levels - 1))
+    size = 1 << log2_size
+    layout, offset = [], 0
+    for level in range(levels):
+        resolution = int(math.floor(base_resolution * growth**level + 1e-6))
+        dense = (resolution + 1) ** 3 <= size
+        entries = (resolution + 1) ** 3 if dense else size
+        layout.append((resolution, entries, offset, dense))
+        offset += entries
+    return layout
+
+
+def vertex_index(cx, cy, cz, resolution: int, entries: int, dense: bool):
+    """Table index (within a level) of integer grid vertices (int64 tensors)."""
+    if dense:
+        stride = resolution + 1
+        return cx + cy * stride + cz * (stride * stride)
+    # The low bits of int64 products equal those of uint32 ones, so this matches the kernel.
+    return ((cx * HASH_PRIMES[0]) ^ (cy * HASH_PRIMES[1]) ^ (cz * HASH_PRIMES[2])) & (entries - 1)
+
+
+def unit_coordinates(points: torch.Tensor, bound: float) -> torch.Tensor:
+    """Field-space points mapped to [0, 1]^3 over the encoded cube (outside is clamped)."""
+    return ((points + bound) / (2.0 * bound)).clamp(0.0, 1.0)
+
+
+class HashGridEncoding(nn.Module):
+    def __init__(self, levels: int = 16, features: int = 2, log2_size: int = 19, base_resolution: int = 16,
+                 finest_resolution: int = 2048, bound: float = 1.25, seed: int = 0):
+        super().__init__()
+        self.levels, self.features, self.bound = levels, features, float(bound)
+        self.layout = level_layout(levels, log2_size, base_resolution, finest_resolution)
+        total = sum(entries for _, entries, _, _ in self.layout)
+        generator = torch.Generator().manual_seed(seed)
+        # Instant-NGP's initialisation: small uniform values, so the MLP first sees ~zero features.
+        self.table = nn.Parameter((torch.rand(total, features, generator=generator) * 2.0 - 1.0) * 1e-4)
+        self.out_dim = levels * features
+        self.use_kernel = True  # the fused Triton kernel on CUDA where it is available
+
+    def level_tensor(self, device) -> torch.Tensor:
+        """(levels, 4) int64: resolution, entries, offset, dense flag (for the kernel)."""
+        return torch.tensor([[r, e, o, int(d)] for r, e, o, d in self.layout], dtype=torch.int64, device=device)
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        if self.use_kernel and points.is_cuda and not points.requires_grad and _triton_available():
+            from .hashgrid_triton import hashgrid_encode
+
+            return hashgrid_encode(self, points)
+        return encode_reference(self, points)
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
+
+
+def encode_reference(grid: HashGridEncoding, points: torch.Tensor) -> torch.Tensor:
+    """Plain-PyTorch hash encoding of field-space points (q, 3) -> (q, levels * features)."""
+    unit = unit_coordinates(points.float(), grid.bound)
+    outputs = []
+    for resolution, entries, offset, dense in grid.layout:
+        position = unit * resolution
+        cell = position.floor().clamp(max=resolution - 1)
+        frac = position - cell
+        cell = cell.long()
+        level_out = 0.0
+        for dx, dy, dz in _CORNERS:
+            index = vertex_index(cell[:, 0] + dx, cell[:, 1] + dy, cell[:, 2] + dz, resolution, entries, dense)
+            weight = ((frac[:, 0] if dx else 1.0 - frac[:, 0]) * (frac[:, 1] if dy else 1.0 - frac[:, 1])
+                      * (frac[:, 2] if dz else 1.0 - frac[:, 2]))
+            level_out = level_out + weight[:, None] * grid.table[offset + index]
+        outputs.append(level_out)
+    return torch.cat(outputs, dim=-1)
