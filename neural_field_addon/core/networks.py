@@ -61,10 +61,13 @@ class FieldNetwork(nn.Module):
             encoded = self.encoding.out_dim
             self.hidden = nn.ModuleList()
             in_dim = encoded
+            # Hidden layers after a hash grid have no biases, as in tiny-cuda-nn: the grid's
+            # features already carry offsets, and bias gradients cost a reduction per layer.
+            bias = config.encoding != "hashgrid"
             for index in range(1, config.depth + 1):
                 if index == config.skip_layer:
                     in_dim += encoded
-                self.hidden.append(nn.Linear(in_dim, config.width))
+                self.hidden.append(nn.Linear(in_dim, config.width, bias=bias))
                 in_dim = config.width
             self.activation = _activation(config)
             self.head = nn.Linear(in_dim, 1)

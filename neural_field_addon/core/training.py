@@ -40,6 +40,7 @@ class FieldFitter:
         mesh: TriangleMesh,
         field_config: FieldConfig | None = None,
         train_config: TrainConfig | None = None,
+        use_cuda_graph: bool = True,
     ):
         self.field_config = (field_config or FieldConfig()).validate()
         self.train_config = (train_config or TrainConfig()).validate()
@@ -55,10 +56,15 @@ class FieldFitter:
         # there left floating fragments).
         self.sample_low, self.sample_high = self.box_low - pad, self.box_high + pad
         self.network = FieldNetwork(self.field_config).to(self.device)
-        self.optimizer = _optimizer(self.network, self.train_config.lr, self.device)
         self.autocast = _autocast_dtype(self.field_config, self.train_config, self.device)
         # Sorted batches help the hash-grid kernel's memory access; elsewhere order is moot.
         self._sorted_batches = self.device == "cuda" and self.field_config.encoding == "hashgrid"
+        # The CUDA hash-grid fast path replays each step from a CUDA graph: a step is ~2 ms of
+        # GPU work, and launching its ~60 kernels from Python took as long again.
+        self._graph_pending = (self.device == "cuda" and self.field_config.encoding == "hashgrid"
+                               and self.train_config.eikonal_weight == 0 and use_cuda_graph)
+        self._graph = None
+        self.optimizer = _optimizer(self.network, self.train_config.lr, self.device, self._graph_pending)
         self.step_count = 0
         self.timings = {"groundtruth_seconds": 0.0, "train_seconds": 0.0}
         self.last_loss = math.nan
@@ -99,22 +105,43 @@ class FieldFitter:
     def step(self) -> None:
         if self._pool_points is None:
             self.build_pool()
-        cfg = self.train_config
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate(self.step_count)
-        index = torch.randint(
-            len(self._pool_points), (cfg.batch,), device=self.device, generator=self._generator
-        )
-        if self._sorted_batches:
-            index = index.sort().values
-        self.network.train()
+        self._set_learning_rate(self.learning_rate(self.step_count))
+        index = self._batch_index()
+        if self._graph is not None:
+            self._graph.replay(index)
+        else:
+            self.network.train()
+            self._eager_step(index)
+            if self._graph_pending and self.step_count + 1 >= GRAPH_WARMUP_STEPS:
+                self._graph = _GraphedStep.capture(self)
+                self._graph_pending = False
+        self._loss_terms += 1
+        self.step_count += 1
+
+    def _eager_step(self, index: torch.Tensor) -> None:
         losses = self.losses(self._pool_points[index], self._pool_sdf[index])
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         self.optimizer.step()
         self._loss_sum += losses["total"].detach()
-        self._loss_terms += 1
-        self.step_count += 1
+
+    def _batch_index(self) -> torch.Tensor:
+        """A uniform random batch of pool indices (with replacement). Sorted batches come from
+        the order statistics of uniforms, U_(k) = S_k / S_(n+1) with S the running sum of n+1
+        exponentials (Renyi): one scan instead of a sort of the batch."""
+        cfg, pool = self.train_config, len(self._pool_points)
+        if not self._sorted_batches:
+            return torch.randint(pool, (cfg.batch,), device=self.device, generator=self._generator)
+        gaps = torch.empty(cfg.batch + 1, dtype=torch.float64, device=self.device)
+        sums = gaps.exponential_(generator=self._generator).cumsum_(0)
+        return (sums[:-1] * (pool / sums[-1])).long().clamp_(max=pool - 1)
+
+    def _set_learning_rate(self, value: float) -> None:
+        for group in self.optimizer.param_groups:
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(value)  # read by the captured optimizer step
+            else:
+                group["lr"] = value
 
     def losses(self, points: torch.Tensor, target_sdf: torch.Tensor) -> dict:
         """Named loss terms of a batch; 'total' is minimised."""
@@ -201,16 +228,50 @@ class FieldFitter:
         )
 
 
-def _optimizer(network: FieldNetwork, lr: float, device: str) -> torch.optim.Optimizer:
+def _optimizer(network: FieldNetwork, lr: float, device: str, capturable: bool) -> torch.optim.Optimizer:
     """Adam; hash-grid tables get Instant-NGP's betas and epsilon (their entries see rare,
-    sparse gradients). PyTorch's fused implementation on CUDA (one kernel for all tensors)."""
+    sparse gradients). PyTorch's fused implementation on CUDA (one kernel for all tensors);
+    for a CUDA graph, capturable, with the learning rate as a device tensor per group."""
     encoding = [p for p in network.encoding.parameters()]
     encoding_ids = {id(p) for p in encoding}
     rest = [p for p in network.parameters() if id(p) not in encoding_ids]
     groups = [{"params": rest}]
     if encoding:
         groups.append({"params": encoding, "betas": (0.9, 0.99), "eps": 1e-15})
+    if capturable:
+        for group in groups:
+            group["lr"] = torch.tensor(lr, device=device)
+        return torch.optim.Adam(groups, lr=torch.tensor(lr, device=device), fused=True, capturable=True)
     return torch.optim.Adam(groups, lr=lr, fused=device == "cuda")
+
+
+GRAPH_WARMUP_STEPS = 3  # eager steps before capture: optimizer state and kernels must exist
+
+
+class _GraphedStep:
+    """One training step (forward, backward, Adam) captured in a CUDA graph and replayed. The
+    batch index is drawn eagerly and copied into the graph's static input; the learning rate
+    lives in device tensors the captured optimizer reads."""
+
+    def __init__(self, graph, static_index):
+        self.graph, self.static_index = graph, static_index
+
+    @classmethod
+    def capture(cls, fitter: "FieldFitter") -> "_GraphedStep | None":
+        static_index = fitter._batch_index()
+        fitter.optimizer.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                fitter._eager_step(static_index)
+        except RuntimeError:  # capture unsupported here: stay eager
+            torch.cuda.synchronize()
+            return None
+        return cls(graph, static_index)
+
+    def replay(self, index: torch.Tensor) -> None:
+        self.static_index.copy_(index)
+        self.graph.replay()
 
 
 def _autocast_dtype(field_config: FieldConfig, train_config: TrainConfig, device: str):

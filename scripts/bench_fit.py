@@ -1,0 +1,247 @@
+"""Time to quality of field fits, side by side: our default against re-implementations of the
+configurations it competes with, on the same meshes and the same machine.
+
+    python scripts/bench_fit.py [--device cuda] [--meshes stanford-bunny,fandisk,teapot]
+        [--configs default,instant-ngp,siren,deepsdf] [--checkpoints 250,500,1000,2000,3000]
+        [--resolution 256] [--docs docs/BENCHMARKS.md]
+
+Configurations:
+- default: the 'auto' preset (Fast on CUDA: hash grid with the fused Triton kernel, bf16 MLP,
+  fused Adam; Compact on the CPU);
+- instant-ngp: Instant-NGP's published SDF configuration in plain PyTorch (16 levels x 2
+  features, table 2^19, 64x2 ReLU MLP, batch 2^18, MAPE loss), fp32, no fused kernels;
+- siren: SIREN's SDF architecture (3 hidden layers of 256, omega_0 30, its initialisation,
+  lr 1e-4) with our losses plus an eikonal term;
+- deepsdf: DeepSDF's 8x512 ReLU MLP on raw coordinates with a skip into layer 4, clamped L1.
+
+Each fit runs its configured steps once (its learning-rate schedule spans them); at each
+checkpoint the clock stops, the field is extracted at --resolution and compared with the mesh
+(exact point-to-surface Chamfer-L1 relative to the diagonal, normal consistency, F-score at
+0.5% of the diagonal). "Time to" a Chamfer threshold is ground truth + training up to the
+first checkpoint that reaches it + one extraction. With --docs the table replaces the section
+between the bench_fit markers in that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+from neural_field_addon.core.config import FieldConfig, TrainConfig, preset_configs  # noqa: E402
+from neural_field_addon.core.devices import describe_device, resolve_device  # noqa: E402
+from neural_field_addon.core.extraction import EmptySurfaceError, extract_isosurface  # noqa: E402
+from neural_field_addon.core.fieldfile import save_field  # noqa: E402
+from neural_field_addon.core.meshio import load_mesh  # noqa: E402
+from neural_field_addon.core.metrics import compare_meshes  # noqa: E402
+from neural_field_addon.core.networks import parameter_count  # noqa: E402
+from neural_field_addon.core.training import FieldFitter  # noqa: E402
+
+THRESHOLDS = (1e-3, 5e-4, 2e-4)
+MARK_START, MARK_END = "<!-- bench_fit:start -->", "<!-- bench_fit:end -->"
+
+
+def configurations(device: str) -> dict:
+    """name -> (FieldConfig, TrainConfig, plain_pytorch)."""
+    return {
+        "default": (*preset_configs("auto", device), False),
+        "instant-ngp": (
+            FieldConfig(encoding="hashgrid", hash_levels=16, hash_features=2, hash_log2_size=19,
+                        hash_base_resolution=16, hash_finest_resolution=2048, width=64, depth=2,
+                        activation="relu"),
+            TrainConfig(steps=3000, batch=1 << 18, lr=1e-2, pool_size=1 << 21, sdf_loss="mape", precision="fp32"),
+            True,
+        ),
+        "siren": (
+            FieldConfig(encoding="siren", siren_omega=30.0, width=256, depth=3),
+            TrainConfig(steps=3000, batch=1 << 16, lr=1e-4, pool_size=1 << 21, eikonal_weight=0.05),
+            False,
+        ),
+        "deepsdf": (
+            FieldConfig(encoding="positional", pe_frequencies=0, width=512, depth=8, skip_layer=4,
+                        activation="relu"),
+            TrainConfig(steps=3000, batch=1 << 16, lr=5e-4, pool_size=1 << 21),
+            False,
+        ),
+    }
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_one(mesh, field_config, train_config, plain, checkpoints, resolution, device):
+    field_config.init_seed = 0
+    train_config.device = device
+    fitter = FieldFitter(mesh, field_config, train_config)
+    if plain:
+        fitter.network.encoding.use_kernel = False  # the plain-PyTorch reference encoding
+        groups = [{"params": g["params"], "betas": g["betas"], "eps": g["eps"]} for g in fitter.optimizer.param_groups]
+        fitter.optimizer = torch.optim.Adam(groups, lr=train_config.lr, fused=False)
+    start = time.perf_counter()
+    fitter.build_pool()
+    _sync(device)
+    groundtruth = time.perf_counter() - start
+    train_seconds, rows = 0.0, []
+    for checkpoint in [c for c in checkpoints if c <= train_config.steps]:
+        start = time.perf_counter()
+        while fitter.step_count < checkpoint:
+            fitter.step()
+        _sync(device)
+        train_seconds += time.perf_counter() - start
+        field = fitter.field()
+        start = time.perf_counter()
+        try:
+            surface = extract_isosurface(field, resolution)
+        except EmptySurfaceError:  # too early in the fit to have a surface at all
+            surface = None
+        extract_seconds = time.perf_counter() - start
+        figures = (compare_meshes(mesh, surface, samples=100_000, fscore_fraction=0.005) if surface is not None
+                   else {"chamfer_l1": float("inf"), "normal_consistency": 0.0, "fscore": 0.0})
+        rows.append({"step": checkpoint, "train": train_seconds, "extract": extract_seconds, **figures})
+        print(f"    step {checkpoint:5d}: train {train_seconds:7.2f} s, Chamfer {figures['chamfer_l1']:.2e}, "
+              f"NC {figures['normal_consistency']:.4f}, F@0.5% {figures['fscore']:.4f}", flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "f.nfield")
+        save_field(path, fitter.field())
+        file_bytes = os.path.getsize(path)
+    return {"groundtruth": groundtruth, "rows": rows, "parameters": parameter_count(fitter.network),
+            "file_bytes": file_bytes, "steps_per_second": rows[-1]["step"] / rows[-1]["train"]}
+
+
+def time_to(result, threshold):
+    for row in result["rows"]:
+        if row["chamfer_l1"] <= threshold:
+            return result["groundtruth"] + row["train"] + row["extract"]
+    return None
+
+
+def throughput(device: str, batch: int, steps: int = 100) -> float:
+    """Median milliseconds per training step of the default configuration (forward, backward,
+    optimizer), with CUDA events, after warm-up; on a random pool."""
+    from neural_field_addon.core.geometry import TriangleMesh
+
+    import numpy as np
+
+    field_config, train_config = preset_configs("auto", device)
+    train_config.batch, train_config.pool_size, train_config.device = batch, max(batch, 1 << 21), device
+    mesh = TriangleMesh(np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1.0]]),
+                        np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]]))
+    fitter = FieldFitter(mesh, field_config, train_config)
+    fitter.build_pool()
+    for _ in range(20):
+        fitter.step()
+    _sync(device)
+    times = []
+    for _ in range(steps):
+        if device == "cuda":
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            fitter.step()
+            end.record()
+            end.synchronize()
+            times.append(begin.elapsed_time(end))
+        else:
+            start = time.perf_counter()
+            fitter.step()
+            times.append(1e3 * (time.perf_counter() - start))
+    return sorted(times)[len(times) // 2]
+
+
+def _fmt_time(value):
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def markdown(results, args, device_name, step_ms) -> str:
+    date = datetime.date.today().isoformat()
+    lines = [
+        MARK_START,
+        f"### Time to quality ({device_name}, {date})",
+        "",
+        f"Command: `python scripts/bench_fit.py --device {args.device} --meshes {args.meshes} "
+        f"--configs {args.configs} --checkpoints {args.checkpoints} --resolution {args.resolution}`",
+        f"(torch {torch.__version__}, Python {platform.python_version()}). Time to a Chamfer-L1 "
+        "threshold = ground truth + training to the first checkpoint reaching it + one extraction at "
+        f"{args.resolution}^3; '-' = not reached. Final figures at the last checkpoint; F-score at "
+        "0.5% of the diagonal.",
+        "",
+    ]
+    if step_ms is not None:
+        lines += [f"Default configuration, one training step of 2^18 points: {step_ms:.2f} ms median "
+                  f"({(1 << 18) / step_ms / 1e3:.0f} M samples/s).", ""]
+    header = ("| mesh | config | ground truth | " + " | ".join(f"to {t:.0e}" for t in THRESHOLDS)
+              + " | steps/s | final Chamfer | NC | F@0.5% | parameters | file |")
+    lines += [header, "|" + "---|" * (header.count("|") - 1)]
+    for (mesh_name, config), result in results.items():
+        last = result["rows"][-1]
+        lines.append(
+            f"| {mesh_name} | {config} | {result['groundtruth']:.2f} s | "
+            + " | ".join(_fmt_time(time_to(result, t)) for t in THRESHOLDS)
+            + f" | {result['steps_per_second']:.0f} | {last['chamfer_l1']:.2e} (step {last['step']}) | "
+            f"{last['normal_consistency']:.4f} | {last['fscore']:.4f} | {result['parameters']:,} | "
+            f"{result['file_bytes'] / 2**20:.1f} MB |"
+        )
+    lines.append(MARK_END)
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(path: str, section: str) -> None:
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    if MARK_START in text and MARK_END in text:
+        before, rest = text.split(MARK_START, 1)
+        text = before + section.rstrip("\n") + rest.split(MARK_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n## Fit benchmark (`scripts/bench_fit.py`)\n\n" + section
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--mesh-dir", default=os.path.join(os.path.dirname(ROOT), "shared", "meshes"))
+    parser.add_argument("--meshes", default="stanford-bunny,fandisk,teapot")
+    parser.add_argument("--configs", default="default,instant-ngp,siren,deepsdf")
+    parser.add_argument("--checkpoints", default="250,500,1000,1500,2000,3000")
+    parser.add_argument("--steps", type=int, default=0, help="override every configuration's steps")
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--no-throughput", action="store_true")
+    parser.add_argument("--docs", default="", help="markdown file whose bench_fit section is replaced")
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    args.device = device
+    checkpoints = [int(c) for c in args.checkpoints.split(",")]
+    configs = configurations(device)
+    results = {}
+    for mesh_name in args.meshes.split(","):
+        mesh = load_mesh(os.path.join(args.mesh_dir, mesh_name + ".obj"))
+        print(f"{mesh_name}: {len(mesh.faces)} triangles", flush=True)
+        for name in args.configs.split(","):
+            field_config, train_config, plain = configs[name]
+            if args.steps:
+                train_config.steps = args.steps
+            print(f"  {name}", flush=True)
+            results[(mesh_name, name)] = bench_one(mesh, field_config, train_config, plain, checkpoints,
+                                                   args.resolution, device)
+    step_ms = None if args.no_throughput else throughput(device, 1 << 18)
+    section = markdown(results, args, describe_device(device), step_ms)
+    print(section)
+    if args.docs:
+        write_docs(args.docs, section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
