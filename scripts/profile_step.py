@@ -84,6 +84,12 @@ def main() -> int:
         query = timed("  MeshQuery + BVH build (host)", lambda: MeshQuery(fitter.field_mesh, device=device))
         timed("  BVH to the device", lambda: query.device_bvh)
         timed("  signed distance", lambda: query.signed_distance_tensor(near))
+        tree = query.device_bvh
+        local = near - torch.as_tensor(query._origin, dtype=near.dtype, device=near.device)
+        timed("    distance walk", lambda: tree.closest_points(local))
+        winding = timed("    winding walk", lambda: tree.winding_number(local, query.beta))
+        doubtful = ((winding - 0.5).abs() < 0.3)
+        print(f"    doubtful (refined): {int(doubtful.sum())} of {len(near)}")
         timed("  build_pool (all of it)", fitter.build_pool)
     for _ in range(10):
         fitter.step()

@@ -74,7 +74,7 @@ def encode_kernel(points_ptr, count, table_ptr, levels_ptr, out_ptr, bound,
 
 @triton.jit(do_not_specialize=["count"])
 def encode_backward_kernel(points_ptr, count, grad_out_ptr, grad_table_ptr, levels_ptr, bound,
-                           LEVELS: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr, VECTOR_RED: tl.constexpr):
+                           LEVELS: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < count
     feature = tl.arange(0, F)
@@ -91,17 +91,8 @@ def encode_backward_kernel(points_ptr, count, grad_out_ptr, grad_table_ptr, leve
             address = _corner_address(cx, cy, cz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1,
                                       resolution, entries, offset, dense)
             contribution = _weight(fx, fy, fz, corner & 1, (corner >> 1) & 1, (corner >> 2) & 1)[:, None] * grad
-            if VECTOR_RED:
-                # One vector reduction per corner (sm_90 red.v2.f32) instead of F scalar atomics.
-                first, second = tl.split(contribution)
-                target = grad_table_ptr + tl.where(mask, address, 0) * F
-                tl.inline_asm_elementwise(
-                    "red.global.add.v2.f32 [$1], {$2, $3}; mov.u32 $0, 0;", "=r,l,f,f",
-                    [target, first, second], dtype=tl.int32, is_pure=False, pack=1,
-                )
-            else:
-                tl.atomic_add(grad_table_ptr + address[:, None] * F + feature[None, :], contribution,
-                              mask=mask2, sem="relaxed")
+            tl.atomic_add(grad_table_ptr + address[:, None] * F + feature[None, :], contribution,
+                          mask=mask2, sem="relaxed")
 
 
 BLOCK = 128
@@ -126,30 +117,11 @@ class _HashEncode(torch.autograd.Function):
         grad_table = torch.zeros(shape, dtype=torch.float32, device=points.device)
         count = len(points)
         if count:
-            _launch_backward(points, count, grad_out.float().contiguous(), grad_table, levels, bound,
-                             n_levels, features)
+            encode_backward_kernel[(triton.cdiv(count, BLOCK),)](
+                points, count, grad_out.float().contiguous(), grad_table, levels, bound,
+                LEVELS=n_levels, F=features, BLOCK=BLOCK,
+            )
         return None, grad_table, None, None, None, None
-
-
-_VECTOR_RED = {"usable": None}
-
-
-def _launch_backward(points, count, grad_out, grad_table, levels, bound, n_levels, features):
-    """Vector reductions where the GPU has them (Hopper and newer, two features per level);
-    scalar atomics otherwise, or if the vector form fails to compile."""
-    grid = (triton.cdiv(count, BLOCK),)
-    if _VECTOR_RED["usable"] is None:
-        _VECTOR_RED["usable"] = torch.cuda.get_device_capability(points.device)[0] >= 9
-    if _VECTOR_RED["usable"] and features == 2:
-        try:
-            encode_backward_kernel[grid](points, count, grad_out, grad_table, levels, bound,
-                                         LEVELS=n_levels, F=features, BLOCK=BLOCK, VECTOR_RED=True)
-            return
-        except Exception:  # noqa: BLE001 - compiling the inline PTX failed: use atomics
-            _VECTOR_RED["usable"] = False
-            grad_table.zero_()
-    encode_backward_kernel[grid](points, count, grad_out, grad_table, levels, bound,
-                                 LEVELS=n_levels, F=features, BLOCK=BLOCK, VECTOR_RED=False)
 
 
 def supports(features: int) -> bool:
