@@ -85,19 +85,18 @@ def _triton_available() -> bool:
 
 
 def encode_reference(grid: HashGridEncoding, points: torch.Tensor) -> torch.Tensor:
-    """Plain-PyTorch hash encoding of field-space points (q, 3) -> (q, levels * features)."""
+    """Plain-PyTorch hash encoding of field-space points (q, 3) -> (q, levels * features); the
+    eight corners of a level are handled as one (q, 8) batch of indices and weights."""
     unit = unit_coordinates(points.float(), grid.bound)
+    corners = torch.tensor(_CORNERS, device=points.device)  # (8, 3)
     outputs = []
     for resolution, entries, offset, dense in grid.layout:
         position = unit * resolution
         cell = position.floor().clamp(max=resolution - 1)
         frac = position - cell
-        cell = cell.long()
-        level_out = 0.0
-        for dx, dy, dz in _CORNERS:
-            index = vertex_index(cell[:, 0] + dx, cell[:, 1] + dy, cell[:, 2] + dz, resolution, entries, dense)
-            weight = ((frac[:, 0] if dx else 1.0 - frac[:, 0]) * (frac[:, 1] if dy else 1.0 - frac[:, 1])
-                      * (frac[:, 2] if dz else 1.0 - frac[:, 2]))
-            level_out = level_out + weight[:, None] * grid.table[offset + index]
-        outputs.append(level_out)
+        vertex = cell.long()[:, None, :] + corners  # (q, 8, 3)
+        index = vertex_index(vertex[..., 0], vertex[..., 1], vertex[..., 2], resolution, entries, dense)
+        # Trilinear weights: per axis frac where the corner's bit is set, else 1 - frac.
+        weight = torch.where(corners.bool(), frac[:, None, :], 1.0 - frac[:, None, :]).prod(dim=-1)
+        outputs.append((weight[..., None] * grid.table[offset + index]).sum(dim=1))
     return torch.cat(outputs, dim=-1)
