@@ -107,10 +107,12 @@ def bench_one(mesh, field_config, train_config, plain, checkpoints, resolution, 
             surface = None
         extract_seconds = time.perf_counter() - start
         figures = (compare_meshes(mesh, surface, samples=100_000, fscore_fraction=0.005) if surface is not None
-                   else {"chamfer_l1": float("inf"), "normal_consistency": 0.0, "fscore": 0.0})
+                   else {"chamfer_l1": float("inf"), "normal_consistency": 0.0, "fscore": 0.0,
+                         "hausdorff": float("inf")})
         rows.append({"step": checkpoint, "train": train_seconds, "extract": extract_seconds, **figures})
-        print(f"    step {checkpoint:5d}: train {train_seconds:7.2f} s, Chamfer {figures['chamfer_l1']:.2e}, "
-              f"NC {figures['normal_consistency']:.4f}, F@0.5% {figures['fscore']:.4f}", flush=True)
+        print(f"    step {checkpoint:5d}: train {train_seconds:7.2f} s, extract {extract_seconds:.2f} s, "
+              f"Chamfer {figures['chamfer_l1']:.2e}, NC {figures['normal_consistency']:.4f}, "
+              f"F@0.5% {figures['fscore']:.4f}, Hausdorff {figures['hausdorff']:.1e}", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "f.nfield")
         save_field(path, fitter.field())
@@ -200,7 +202,7 @@ def markdown(results, args, device_name, step_ms, compile_seconds) -> str:
         lines += [f"Default configuration, one training step of 2^18 points: {step_ms:.2f} ms median "
                   f"({(1 << 18) / step_ms / 1e3:.0f} M samples/s).", ""]
     header = ("| mesh | config | ground truth | " + " | ".join(f"to {t:.0e}" for t in THRESHOLDS)
-              + " | steps/s | final Chamfer | NC | F@0.5% | parameters | file |")
+              + " | steps/s | final Chamfer | NC | F@0.5% | Hausdorff | parameters | file |")
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
     for (mesh_name, config), result in results.items():
         last = result["rows"][-1]
@@ -208,7 +210,7 @@ def markdown(results, args, device_name, step_ms, compile_seconds) -> str:
             f"| {mesh_name} | {config} | {result['groundtruth']:.2f} s | "
             + " | ".join(_fmt_time(time_to(result, t)) for t in THRESHOLDS)
             + f" | {result['steps_per_second']:.0f} | {last['chamfer_l1']:.2e} (step {last['step']}) | "
-            f"{last['normal_consistency']:.4f} | {last['fscore']:.4f} | {result['parameters']:,} | "
+            f"{last['normal_consistency']:.4f} | {last['fscore']:.4f} | {last['hausdorff']:.1e} | {result['parameters']:,} | "
             f"{result['file_bytes'] / 2**20:.1f} MB |"
         )
     lines.append(MARK_END)
@@ -231,7 +233,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--mesh-dir", default=os.path.join(os.path.dirname(ROOT), "shared", "meshes"))
-    parser.add_argument("--meshes", default="stanford-bunny,fandisk,teapot")
+    parser.add_argument("--meshes", default="stanford-bunny,fandisk,teapot",
+                        help="names in --mesh-dir (.obj) or paths to OBJ, PLY or NPZ files")
     parser.add_argument("--configs", default="default,instant-ngp,siren,deepsdf")
     parser.add_argument("--checkpoints", default="250,500,1000,1500,2000,3000")
     parser.add_argument("--steps", type=int, default=0, help="override every configuration's steps")
@@ -248,7 +251,9 @@ def main() -> int:
     print(f"warm-up (kernel compilation on a fresh machine): {compile_seconds:.1f} s", flush=True)
     results = {}
     for mesh_name in args.meshes.split(","):
-        mesh = load_mesh(os.path.join(args.mesh_dir, mesh_name + ".obj"))
+        path = mesh_name if os.path.splitext(mesh_name)[1] else os.path.join(args.mesh_dir, mesh_name + ".obj")
+        mesh = load_mesh(path)
+        mesh_name = os.path.splitext(os.path.basename(mesh_name))[0]
         print(f"{mesh_name}: {len(mesh.faces)} triangles", flush=True)
         for name in args.configs.split(","):
             field_config, train_config, plain = configs[name]

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .config import FieldConfig
+from .devices import flush_denormals
 from .geometry import FieldTransform
 from .networks import FieldNetwork
 
@@ -30,6 +31,7 @@ class NeuralField:
     def evaluate_field_space(self, points: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:
         """Field values at field-space points (q, 3), in chunks to bound memory: negative inside,
         zero on the surface (signed distance in field units, or the negated occupancy logit)."""
+        flush_denormals()
         self.network.eval()
         out = torch.empty(len(points), dtype=torch.float32, device=points.device)
         for start in range(0, len(points), chunk):

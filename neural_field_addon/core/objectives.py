@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 MAPE_EPSILON = 0.01  # field units
+OCCUPANCY_SMOOTHING = 0.05
 
 
 def clamped_l1_sdf(prediction: torch.Tensor, target: torch.Tensor, clamp: float) -> dict:
@@ -36,7 +37,11 @@ def eikonal(gradient: torch.Tensor) -> torch.Tensor:
 
 
 def occupancy_bce(logit: torch.Tensor, inside: torch.Tensor) -> dict:
-    loss = F.binary_cross_entropy_with_logits(logit, inside.to(logit.dtype))
+    """Labels smoothed to OCCUPANCY_SMOOTHING and 1 - OCCUPANCY_SMOOTHING: the loss then has a
+    finite optimum (logit +-2.9) that keeps pulling confident regions back, where plain BCE lets
+    them drift once they are right, and the far box faces grew floating fragments."""
+    target = inside.to(logit.dtype) * (1.0 - 2.0 * OCCUPANCY_SMOOTHING) + OCCUPANCY_SMOOTHING
+    loss = F.binary_cross_entropy_with_logits(logit, target)
     return {"total": loss, "occupancy_bce": loss}
 
 

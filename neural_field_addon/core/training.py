@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 
 from .config import FieldConfig, TrainConfig
-from .devices import describe_device, resolve_device
+from .devices import describe_device, flush_denormals, resolve_device
 from .field import NeuralField
 from .geometry import DeviceSampler, FieldTransform, MeshQuery, TriangleMesh
 from .geometry.bvh import morton_codes
@@ -45,6 +45,7 @@ class FieldFitter:
         self.field_config = (field_config or FieldConfig()).validate()
         self.train_config = (train_config or TrainConfig()).validate()
         self.device = resolve_device(self.train_config.device)
+        flush_denormals()
         self.source = mesh
         self.transform = FieldTransform.fit_unit_box(mesh)
         self.field_mesh = mesh.transformed(self.transform)
@@ -79,7 +80,10 @@ class FieldFitter:
         cfg = self.train_config
         start = time.perf_counter()
         sampler = DeviceSampler(self.field_mesh, self.device, cfg.seed)
-        uniform_count = int(round(cfg.pool_size * cfg.pool_uniform_fraction))
+        fraction = cfg.pool_uniform_fraction
+        if fraction is None:
+            fraction = 0.5 if self.field_config.kind == "occupancy" else 0.2
+        uniform_count = int(round(cfg.pool_size * fraction))
         points = torch.cat(
             [
                 sampler.near_surface(cfg.pool_size - uniform_count, cfg.near_scales),
