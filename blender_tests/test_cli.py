@@ -270,3 +270,40 @@ def test_importing_the_addon_package_does_not_import_bpy():
     result = _python(BLOCK_BPY + "import neural_field_addon; print('imported')")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "imported"
+
+
+# ----------------------------------------------------------------------------- presets and kinds
+
+TINY = ["--steps", "3", "--pool-size", "4096", "--batch", "512", "--device", "cpu"]
+
+
+def test_fast_preset_writes_a_hash_grid_field_and_flags_override_it(tmp_path):
+    from neural_field_addon.core.fieldfile import read_header
+
+    mesh_path, field_path = tmp_path / "torus.obj", tmp_path / "fast.nfield"
+    write_obj(mesh_path, *torus(1.0, 0.35, 24, 12))
+    run_cli("fit", mesh_path, "-o", field_path, "--preset", "fast", "--hash-log2-size", "12", "--width", "32", *TINY)
+    config = read_header(field_path)["field_config"]
+    assert (config["encoding"], config["hash_levels"], config["hash_log2_size"], config["width"]) == (
+        "hashgrid", 16, 12, 32)
+
+
+def test_occupancy_fit_writes_an_occupancy_field_that_refuses_a_level(tmp_path):
+    from neural_field_addon.core.fieldfile import read_header
+
+    mesh_path, field_path = tmp_path / "torus.obj", tmp_path / "occupancy.nfield"
+    write_obj(mesh_path, *torus(1.0, 0.35, 24, 12))
+    run_cli("fit", mesh_path, "-o", field_path, "--kind", "occupancy", "--encoding", "siren", *TINY)
+    header = read_header(field_path)
+    assert header["field_config"]["kind"] == "occupancy" and header["report"]["kind"] == "occupancy"
+    result = run_cli("extract", field_path, "-o", tmp_path / "s.obj", "--level", "0.1", "--device", "cpu",
+                     check=False)
+    assert result.returncode == 1
+    assert "occupancy field has no distance scale" in result.stderr
+
+
+def test_unknown_preset_is_a_usage_error(tmp_path):
+    result = run_cli("fit", tmp_path / "missing.obj", "-o", tmp_path / "f.nfield", "--preset", "fastest",
+                     check=False)
+    assert result.returncode == 2
+    assert "invalid choice: 'fastest'" in result.stderr
