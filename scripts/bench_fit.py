@@ -3,7 +3,7 @@ configurations it competes with, on the same meshes and the same machine.
 
     python scripts/bench_fit.py [--device cuda] [--meshes stanford-bunny,fandisk,teapot]
         [--configs default,instant-ngp,siren,deepsdf] [--checkpoints 250,500,1000,2000,3000]
-        [--resolution 256] [--docs docs/BENCHMARKS.md]
+        [--resolution 256] [--docs docs/BENCHMARKS.md | --docs '']
 
 Configurations:
 - default: the 'auto' preset (Fast on CUDA: hash grid with the fused Triton kernel, bf16 MLP,
@@ -18,8 +18,8 @@ Each fit runs its configured steps once (its learning-rate schedule spans them);
 checkpoint the clock stops, the field is extracted at --resolution and compared with the mesh
 (exact point-to-surface Chamfer-L1 relative to the diagonal, normal consistency, F-score at
 0.5% of the diagonal). "Time to" a Chamfer threshold is ground truth + training up to the
-first checkpoint that reaches it + one extraction. With --docs the table replaces the section
-between the bench_fit markers in that file.
+first checkpoint that reaches it + one extraction. The table is printed and replaces the section
+between the bench_fit markers in --docs (docs/BENCHMARKS.md unless told otherwise).
 """
 
 from __future__ import annotations
@@ -240,7 +240,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=0, help="override every configuration's steps")
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--no-throughput", action="store_true")
-    parser.add_argument("--docs", default="", help="markdown file whose bench_fit section is replaced")
+    parser.add_argument("--docs", default=os.path.join(ROOT, "docs", "BENCHMARKS.md"),
+                        help="markdown file whose bench_fit section is replaced ('' to write none)")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
