@@ -195,3 +195,15 @@ def read_obj(path):
             elif line.startswith("f "):
                 faces.append([int(token.split("/")[0]) - 1 for token in line.split()[1:4]])
     return np.array(vertices, dtype=np.float64), np.array(faces, dtype=np.int64)
+
+
+def suzanne():
+    """Blender's Suzanne, triangulated: (vertices, faces). Skips the test without bpy."""
+    import pytest
+
+    bpy = pytest.importorskip("bpy")
+    bpy.ops.wm.read_homefile(use_empty=True)
+    bpy.ops.mesh.primitive_monkey_add()
+    mesh = bpy.context.active_object.data
+    mesh.calc_loop_triangles()
+    return np.array([v.co[:] for v in mesh.vertices]), np.array([t.vertices[:] for t in mesh.loop_triangles])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from analytic import hemisphere, torus
+from analytic import hemisphere, suzanne, torus
 from neural_field_addon.core.geometry import MeshQuery, TriangleMesh
 from neural_field_addon.core.geometry.bruteforce import closest_point_on_triangles
 
@@ -34,21 +34,10 @@ def _probe_points(mesh: TriangleMesh, count: int, seed: int) -> np.ndarray:
     )
 
 
-def _suzanne() -> TriangleMesh:
-    bpy = pytest.importorskip("bpy")
-    bpy.ops.wm.read_homefile(use_empty=True)
-    bpy.ops.mesh.primitive_monkey_add()
-    mesh = bpy.context.active_object.data
-    mesh.calc_loop_triangles()
-    return TriangleMesh(
-        np.array([v.co[:] for v in mesh.vertices]), np.array([t.vertices[:] for t in mesh.loop_triangles])
-    )
-
-
 MESHES = {
     "torus": lambda shared: TriangleMesh(*torus(1.0, 0.35, 48, 24)),
     "hemisphere": lambda shared: TriangleMesh(*hemisphere(1.0)),
-    "suzanne": lambda shared: _suzanne(),
+    "suzanne": lambda shared: TriangleMesh(*suzanne()),
     "teapot": lambda shared: __import__("neural_field_addon.core.meshio", fromlist=["load_mesh"]).load_mesh(
         shared("teapot.obj")
     ),

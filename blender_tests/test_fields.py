@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from analytic import icosphere, torus
+from analytic import icosphere, suzanne, torus
 from neural_field_addon.core.config import FieldConfig, TrainConfig, preset_configs
 from neural_field_addon.core.extraction import extract_isosurface
 from neural_field_addon.core.fieldfile import load_field, read_header, save_field
@@ -59,28 +59,17 @@ def test_each_encoding_fits_the_sphere_and_the_torus(encoding, shape):
     assert figures["hausdorff"] < 0.02  # no floating fragments
 
 
-def _suzanne() -> TriangleMesh:
-    bpy = pytest.importorskip("bpy")
-    bpy.ops.wm.read_homefile(use_empty=True)
-    bpy.ops.mesh.primitive_monkey_add()
-    mesh = bpy.context.active_object.data
-    mesh.calc_loop_triangles()
-    return TriangleMesh(
-        np.array([v.co[:] for v in mesh.vertices]), np.array([t.vertices[:] for t in mesh.loop_triangles])
-    )
-
-
 @pytest.mark.parametrize("kind, steps, bound", [("sdf", 400, 2e-3), ("occupancy", 600, 3e-3)])
 def test_signed_distance_and_occupancy_fields_fit_suzanne(kind, steps, bound):
     # Measured: sdf 8.0e-4 after 400 steps, occupancy 1.1e-3 after 600 (Suzanne is open: eye
     # sockets, separate eyes), with the Compact preset otherwise.
-    suzanne = _suzanne()
+    mesh = TriangleMesh(*suzanne())
     field_config, train_config = preset_configs("compact", "cpu")
     field_config.kind = kind
     train_config.steps, train_config.device = steps, "cpu"
-    field = fit_field(suzanne, field_config, train_config)
+    field = fit_field(mesh, field_config, train_config)
     assert field.report["kind"] == kind
-    figures = compare_meshes(suzanne, extract_isosurface(field, 96), samples=10_000)
+    figures = compare_meshes(mesh, extract_isosurface(field, 96), samples=10_000)
     assert figures["chamfer_l1"] < bound
     assert figures["hausdorff"] < 0.1  # no floating fragments (measured 2.8e-2, 2.9e-2)
 

@@ -50,6 +50,13 @@ def _cell(points_ptr, offs, mask, bound, resolution):
     return cx.to(tl.int32), cy.to(tl.int32), cz.to(tl.int32), x - cx, y - cy, z - cz
 
 
+@triton.jit
+def _level(levels_ptr, level):
+    """A level's resolution, table entries, first entry and dense flag (hashgrid.level_layout)."""
+    return (tl.load(levels_ptr + level * 4 + 0), tl.load(levels_ptr + level * 4 + 1),
+            tl.load(levels_ptr + level * 4 + 2), tl.load(levels_ptr + level * 4 + 3))
+
+
 @triton.jit(do_not_specialize=["count"])
 def encode_kernel(points_ptr, count, table_ptr, levels_ptr, out_ptr, bound,
                   LEVELS: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr):
@@ -58,10 +65,7 @@ def encode_kernel(points_ptr, count, table_ptr, levels_ptr, out_ptr, bound,
     feature = tl.arange(0, F)
     mask2 = mask[:, None] & (feature[None, :] < F)
     for level in tl.static_range(LEVELS):
-        resolution = tl.load(levels_ptr + level * 4 + 0)
-        entries = tl.load(levels_ptr + level * 4 + 1)
-        offset = tl.load(levels_ptr + level * 4 + 2)
-        dense = tl.load(levels_ptr + level * 4 + 3)
+        resolution, entries, offset, dense = _level(levels_ptr, level)
         cx, cy, cz, fx, fy, fz = _cell(points_ptr, offs, mask, bound, resolution)
         acc = tl.zeros((BLOCK, F), tl.float32)
         for corner in tl.static_range(8):
@@ -80,10 +84,7 @@ def encode_backward_kernel(points_ptr, count, grad_out_ptr, grad_table_ptr, leve
     feature = tl.arange(0, F)
     mask2 = mask[:, None] & (feature[None, :] < F)
     for level in tl.static_range(LEVELS):
-        resolution = tl.load(levels_ptr + level * 4 + 0)
-        entries = tl.load(levels_ptr + level * 4 + 1)
-        offset = tl.load(levels_ptr + level * 4 + 2)
-        dense = tl.load(levels_ptr + level * 4 + 3)
+        resolution, entries, offset, dense = _level(levels_ptr, level)
         cx, cy, cz, fx, fy, fz = _cell(points_ptr, offs, mask, bound, resolution)
         grad = tl.load(grad_out_ptr + offs[:, None] * (LEVELS * F) + level * F + feature[None, :],
                        mask=mask2, other=0.0)
