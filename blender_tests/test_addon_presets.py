@@ -17,6 +17,15 @@ def test_choosing_the_fast_preset_writes_hash_grid_settings(empty_scene):
     assert settings.encoding == "POSITIONAL" and settings.eikonal_weight > 0
 
 
+def test_a_new_preset_leaves_nothing_of_the_previous_one(empty_scene):
+    settings = empty_scene.neural_field
+    settings.preset = "SMOOTH"
+    settings.skip_layer = 4
+    settings.preset = "FAST"
+    # Smooth's eikonal term would disable Fast's kernels; its skip layer exceeds Fast's depth.
+    assert (settings.eikonal_weight, settings.skip_layer, settings.sdf_loss) == (0.0, 0, "L1")
+
+
 def test_fit_uses_the_panel_settings_of_a_chosen_preset(empty_scene):
     bpy.ops.mesh.primitive_torus_add()
     settings = empty_scene.neural_field

@@ -153,6 +153,30 @@ def test_auto_preset_is_the_hash_grid_on_cuda_and_fourier_features_on_the_cpu():
     assert smooth_field.encoding == "positional" and smooth_train.eikonal_weight > 0
 
 
+def test_occupancy_with_an_eikonal_term_is_refused_with_a_message():
+    from neural_field_addon.core.config import build_configs
+
+    with pytest.raises(ValueError, match="eikonal term makes a field a distance function"):
+        build_configs("smooth", "cpu", {"kind": "occupancy"}, {})
+
+
+def test_a_batch_larger_than_the_pool_grows_the_pool_unless_the_pool_was_given():
+    from neural_field_addon.core.config import build_configs
+
+    assert build_configs("compact", "cpu", {}, {"batch": 1 << 19})[1].pool_size == 1 << 19
+    with pytest.raises(ValueError, match="pool_size"):
+        build_configs("compact", "cpu", {}, {"batch": 1 << 19, "pool_size": 1 << 16})
+
+
+def test_a_large_hash_grid_batch_on_the_cpu_is_warned_about():
+    from neural_field_addon.core.config import slow_configuration_warning
+
+    fast_field, fast_train = preset_configs("fast", "cuda")
+    assert "hash grid on the CPU" in slow_configuration_warning(fast_field, fast_train, "cpu")
+    assert slow_configuration_warning(fast_field, fast_train, "cuda") == ""
+    assert slow_configuration_warning(*preset_configs("compact", "cpu"), "cpu") == ""
+
+
 def test_occupancy_field_refuses_a_level_offset():
     field = FieldFitter(SHAPES["torus"](), FILE_CASES["occupancy-fourier"],
                         _train_config(steps=3, pool_size=2048, batch=512)).run()

@@ -112,3 +112,20 @@ def test_worker_without_pytorch_says_which_packages_are_missing(tmp_path):
         assert errors and "PyTorch" in errors[0]["message"] and "Python for Training" in errors[0]["message"]
     finally:
         job.cleanup()
+
+
+def test_occupancy_fit_with_a_level_offset_is_refused_before_training():
+    job = WorkerJob()
+    try:
+        task = _fit_task(job, steps=1_000_000)  # would run for hours if it started training
+        task["field_config"]["kind"] = "occupancy"
+        task["extract"]["level"] = 0.05
+        job.add_task(task)
+        job.start()
+        messages = _wait_for(job, lambda m: m["type"] == "done", timeout=30.0)
+        error = next(m for m in messages if m["type"] == "error")
+        assert "occupancy field has no distance scale" in error["message"]
+        assert not any(m.get("phase") == "train" for m in messages)
+        assert not os.path.exists(task["field_path"])
+    finally:
+        job.cleanup()

@@ -83,7 +83,7 @@ def _sync(device: str) -> None:
 def bench_one(mesh, field_config, train_config, plain, checkpoints, resolution, device):
     field_config.init_seed = 0
     train_config.device = device
-    fitter = FieldFitter(mesh, field_config, train_config)
+    fitter = FieldFitter(mesh, field_config, train_config, use_cuda_graph=not plain)
     if plain:
         fitter.network.encoding.use_kernel = False  # the plain-PyTorch reference encoding
         groups = [{"params": g["params"], "betas": g["betas"], "eps": g["eps"]} for g in fitter.optimizer.param_groups]
@@ -93,7 +93,8 @@ def bench_one(mesh, field_config, train_config, plain, checkpoints, resolution, 
     _sync(device)
     groundtruth = time.perf_counter() - start
     train_seconds, rows = 0.0, []
-    for checkpoint in [c for c in checkpoints if c <= train_config.steps]:
+    reached = [c for c in checkpoints if c <= train_config.steps] or [train_config.steps]
+    for checkpoint in reached:
         start = time.perf_counter()
         while fitter.step_count < checkpoint:
             fitter.step()

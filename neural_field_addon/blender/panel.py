@@ -105,5 +105,5 @@ class VIEW3D_PT_neural_field_network(bpy.types.Panel):
         col.prop(settings, "pool_size")
         if settings.kind == "SDF":
             col.prop(settings, "sdf_loss")
-        col.prop(settings, "eikonal_weight")
+            col.prop(settings, "eikonal_weight")
         col.prop(settings, "precision")

@@ -56,36 +56,39 @@ PRECISION_ITEMS = (
     ("BF16", "bf16", "bfloat16 mixed precision on CUDA"),
 )
 
-# Scene property -> (config, config field, converter); the converter maps Blender's enum
-# identifiers onto the core's lower-case names.
-_FIELD_SETTINGS = {
-    "kind": "kind", "encoding": "encoding", "fourier_features": "fourier_features",
-    "fourier_sigma": "fourier_sigma", "pe_frequencies": "pe_frequencies", "siren_omega": "siren_omega",
-    "hash_levels": "hash_levels", "hash_features": "hash_features", "hash_log2_size": "hash_log2_size",
-    "hash_base_resolution": "hash_base_resolution", "hash_finest_resolution": "hash_finest_resolution",
-    "width": "width", "depth": "depth", "skip_layer": "skip_layer", "activation": "activation",
-}
+# Scene properties that are FieldConfig fields of the same name, and scene property -> TrainConfig
+# field. Enum identifiers are the core's names in upper case.
+_FIELD_SETTINGS = (
+    "kind", "encoding", "fourier_features", "fourier_sigma", "pe_frequencies", "siren_omega", "hash_levels",
+    "hash_features", "hash_log2_size", "hash_base_resolution", "hash_finest_resolution", "width", "depth",
+    "skip_layer", "activation",
+)
 _TRAIN_SETTINGS = {
     "batch": "batch", "learning_rate": "lr", "pool_size": "pool_size", "sdf_loss": "sdf_loss",
-    "eikonal_weight": "eikonal_weight", "precision": "precision",
+    "eikonal_weight": "eikonal_weight", "precision": "precision", "steps": "steps",
 }
 
 
 def _apply_preset(settings, context):
-    """Choosing a named preset writes its values into the individual settings, which the fit
-    then uses (and the user may adjust)."""
+    """Choosing a named preset writes all of its settings (its defaults included, so nothing of
+    the previous choice lingers) into the panel's, which the fit then uses and the user may
+    adjust. The field kind stays the user's; an occupancy field gets no eikonal term."""
     if settings.preset in ("AUTO", "CUSTOM"):
         return
-    from ..core.config import PRESETS
+    from ..core.config import preset_configs
 
-    preset = PRESETS[settings.preset.lower()]
-    values = {**preset["field"], **preset["train"]}
-    for prop, key in (*_FIELD_SETTINGS.items(), *_TRAIN_SETTINGS.items()):
-        if key in values:
-            value = values[key]
-            setattr(settings, prop, value.upper() if isinstance(value, str) else value)
-    if "steps" in values:
-        settings.steps = values["steps"]
+    field_config, train_config = preset_configs(settings.preset.lower())
+    for prop in _FIELD_SETTINGS:
+        if prop != "kind":
+            setattr(settings, prop, _blender_value(getattr(field_config, prop)))
+    for prop, key in _TRAIN_SETTINGS.items():
+        setattr(settings, prop, _blender_value(getattr(train_config, key)))
+    if settings.kind == "OCCUPANCY":
+        settings.eikonal_weight = 0.0
+
+
+def _blender_value(value):
+    return value.upper() if isinstance(value, str) else value
 
 
 class NeuralFieldSceneSettings(bpy.types.PropertyGroup):
@@ -159,11 +162,13 @@ def fit_task_settings(settings: NeuralFieldSceneSettings) -> dict:
     train = {"steps": settings.steps, "seed": settings.seed, "device": settings.device.lower()}
     if settings.preset == "AUTO":
         return {"preset": "auto", "field_config": field, "train_config": train}
-    for prop, key in _FIELD_SETTINGS.items():
-        field[key] = _core_value(getattr(settings, prop))
+    for prop in _FIELD_SETTINGS:
+        field[prop] = _core_value(getattr(settings, prop))
     for prop, key in _TRAIN_SETTINGS.items():
         train[key] = _core_value(getattr(settings, prop))
     train["pool_size"] = max(train["pool_size"], train["batch"])
+    if settings.kind == "OCCUPANCY":
+        train["eikonal_weight"] = 0.0  # not shown for occupancy: a distance-only term
     return {"preset": None, "field_config": field, "train_config": train}
 
 

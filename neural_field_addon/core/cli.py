@@ -125,7 +125,13 @@ def cmd_fit(args) -> dict:
     from .progress import ProgressBar
     from .training import fit_field
 
+    from .config import slow_configuration_warning
+    from .devices import resolve_device
+
     field_config, train_config = configs_from_args(args)
+    slow = slow_configuration_warning(field_config, train_config, resolve_device(args.device))
+    if slow:
+        _say(f"warning: {slow}")
     mesh = load_mesh(args.mesh)
     _say(f"fitting {args.mesh}: {len(mesh.vertices)} vertices, {len(mesh.faces)} triangles")
     bar = ProgressBar()

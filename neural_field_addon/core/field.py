@@ -40,6 +40,8 @@ class NeuralField:
 
     def signed_distance(self, points_object: np.ndarray) -> np.ndarray:
         """Predicted signed distance in object units at object-space points (q, 3)."""
+        if self.config.kind != "sdf":
+            raise ValueError(f"a {self.config.kind} field predicts no distances")
         points = torch.as_tensor(
             self.transform.to_field(points_object), dtype=torch.float32, device=self.device
         )

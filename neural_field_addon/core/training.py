@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from .config import FieldConfig, TrainConfig
+from .config import FieldConfig, TrainConfig, check_compatible
 from .devices import describe_device, flush_denormals, resolve_device
 from .field import NeuralField
 from .geometry import DeviceSampler, FieldTransform, MeshQuery, TriangleMesh
@@ -44,6 +44,7 @@ class FieldFitter:
     ):
         self.field_config = (field_config or FieldConfig()).validate()
         self.train_config = (train_config or TrainConfig()).validate()
+        check_compatible(self.field_config, self.train_config)
         self.device = resolve_device(self.train_config.device)
         flush_denormals()
         self.source = mesh
@@ -97,6 +98,8 @@ class FieldFitter:
         points = points[torch.argsort(morton_codes(cells))].contiguous()
         self._pool_points = points
         self._pool_sdf = MeshQuery(self.field_mesh, device=self.device).signed_distance_tensor(points)
+        if self._graph is not None:  # it reads the old pool: capture again from new steps
+            self._graph, self._graph_pending = None, True
         self.timings["groundtruth_seconds"] = time.perf_counter() - start
 
     def learning_rate(self, step: int) -> float:
@@ -182,7 +185,8 @@ class FieldFitter:
         cfg = self.train_config
         if on_progress:
             on_progress({"phase": "groundtruth", "step": 0, "steps": cfg.steps})
-        self.build_pool()
+        if self._pool_points is None:
+            self.build_pool()
         start = time.perf_counter()
         while self.step_count < cfg.steps:
             if should_stop and should_stop():

@@ -59,7 +59,7 @@ def _extract_to_file(field, resolution: int, level: float, mesh_out: str, channe
 
 
 def run_fit(task: dict, base: str, channel: _Channel, index: int) -> dict:
-    from .config import build_configs
+    from .config import build_configs, slow_configuration_warning
     from .devices import resolve_device
     from .fieldfile import save_field
     from .meshio import load_mesh
@@ -67,9 +67,16 @@ def run_fit(task: dict, base: str, channel: _Channel, index: int) -> dict:
 
     mesh = load_mesh(_resolve(base, task["mesh"]))
     train = task.get("train_config", {})
-    field_config, train_config = build_configs(
-        task.get("preset"), resolve_device(train.get("device", "auto")), task.get("field_config", {}), train
-    )
+    device = resolve_device(train.get("device", "auto"))
+    field_config, train_config = build_configs(task.get("preset"), device, task.get("field_config", {}), train)
+
+    extract = task.get("extract") or {}
+    if field_config.kind == "occupancy" and extract.get("level", 0.0) != 0.0:
+        raise ValueError("an occupancy field has no distance scale, so it cannot be extracted at a level "
+                         f"offset ({extract['level']:g}): set the level to 0, or fit a signed-distance field")
+    slow = slow_configuration_warning(field_config, train_config, device)
+    if slow:
+        channel.send("warning", message=slow)
 
     def on_progress(info):
         channel.send("progress", task=index, **info)
