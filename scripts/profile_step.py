@@ -38,12 +38,11 @@ def timed(label, function):
 def kernel_times(batch: int) -> None:
     """Encoding forward and backward alone, for grids whose levels are all coarse (dense, heavy
     atomic contention), all fine (hashed) or the default mix; sorted and unsorted points."""
-    from neural_field_addon.core.geometry.bvh import morton_codes
+    from neural_field_addon.core.geometry.bvh import morton_order_tensor
     from neural_field_addon.core.hashgrid import HashGridEncoding
 
     points = torch.rand(batch, 3, device="cuda") * 2.0 - 1.0
-    cells = ((points + 1.0) * 511.5).long().clamp(0, 1023)
-    ordered = points[torch.argsort(morton_codes(cells))].contiguous()
+    ordered = points[morton_order_tensor(points, [-1.0] * 3, [1.0] * 3)].contiguous()
     grids = {"default": (16, 2048), "all coarse (16)": (16, 16), "all fine (2048)": (2048, 2048)}
     for name, (base, finest) in grids.items():
         grid = HashGridEncoding(16, 2, 19, base, finest).cuda()

@@ -23,6 +23,7 @@ from .config import (
     FieldConfig,
     TrainConfig,
     build_configs,
+    slow_configuration_warning,
 )
 
 
@@ -125,7 +126,6 @@ def cmd_fit(args) -> dict:
     from .progress import ProgressBar
     from .training import fit_field
 
-    from .config import slow_configuration_warning
     from .devices import resolve_device
 
     field_config, train_config = configs_from_args(args)

@@ -22,7 +22,7 @@ from .config import FieldConfig, TrainConfig, check_compatible
 from .devices import describe_device, flush_denormals, resolve_device
 from .field import NeuralField
 from .geometry import DeviceSampler, FieldTransform, MeshQuery, TriangleMesh
-from .geometry.bvh import morton_codes
+from .geometry.bvh import morton_order_tensor
 from .networks import FieldNetwork, parameter_count
 from .objectives import SDF_LOSSES, eikonal, occupancy_bce
 
@@ -59,12 +59,12 @@ class FieldFitter:
         self.sample_low, self.sample_high = self.box_low - pad, self.box_high + pad
         self.network = FieldNetwork(self.field_config).to(self.device)
         self.autocast = _autocast_dtype(self.field_config, self.train_config, self.device)
+        cuda_hash_grid = self.device == "cuda" and self.field_config.encoding == "hashgrid"
         # Sorted batches help the hash-grid kernel's memory access; elsewhere order is moot.
-        self._sorted_batches = self.device == "cuda" and self.field_config.encoding == "hashgrid"
+        self._sorted_batches = cuda_hash_grid
         # The CUDA hash-grid fast path replays each step from a CUDA graph: a step is ~2 ms of
         # GPU work, and launching its ~60 kernels from Python took as long again.
-        self._graph_pending = (self.device == "cuda" and self.field_config.encoding == "hashgrid"
-                               and self.train_config.eikonal_weight == 0 and use_cuda_graph)
+        self._graph_pending = cuda_hash_grid and self.train_config.eikonal_weight == 0 and use_cuda_graph
         self._graph = None
         self.optimizer = _optimizer(self.network, self.train_config.lr, self.device, self._graph_pending)
         self.step_count = 0
@@ -92,10 +92,7 @@ class FieldFitter:
             ]
         )
         # Pool in Morton order: a sorted batch index then reads points that are near in space.
-        low = torch.as_tensor(self.sample_low, dtype=points.dtype, device=points.device)
-        high = torch.as_tensor(self.sample_high, dtype=points.dtype, device=points.device)
-        cells = ((points - low) / (high - low) * 1023.0).clamp(0, 1023).long()
-        points = points[torch.argsort(morton_codes(cells))].contiguous()
+        points = points[morton_order_tensor(points, self.sample_low, self.sample_high)].contiguous()
         self._pool_points = points
         self._pool_sdf = MeshQuery(self.field_mesh, device=self.device).signed_distance_tensor(points)
         if self._graph is not None:  # it reads the old pool: capture again from new steps

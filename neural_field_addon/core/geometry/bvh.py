@@ -106,6 +106,17 @@ def morton_order(points: np.ndarray, low, high) -> np.ndarray:
     return np.argsort(morton_codes(cells), kind="stable")
 
 
+def morton_order_tensor(points, low, high):
+    """`morton_order` for a torch tensor of points (q, 3), on its device; low and high are
+    anything torch takes as a 3-vector."""
+    import torch
+
+    low = torch.as_tensor(low, dtype=points.dtype, device=points.device)
+    high = torch.as_tensor(high, dtype=points.dtype, device=points.device)
+    cells = ((points - low) / (high - low).clamp_min(1e-30) * 1023.0).clamp(0, 1023).to(torch.int64)
+    return torch.argsort(morton_codes(cells))
+
+
 def _segment_ids(counts: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(len(counts)), counts)
 

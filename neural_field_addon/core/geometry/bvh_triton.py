@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
-from .bvh import morton_codes
+from .bvh import morton_order_tensor
 from .bvh_torch import DeviceBVH
 
 
@@ -295,13 +295,6 @@ def _winding_kernel(points_ptr, count, vert_ptr, face_ptr, order_ptr, leaf_start
     tl.store(out_ptr + offs, total * (1.0 / (4.0 * math.pi)), mask=lane)
 
 
-def morton_order(points: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """Permutation sorting points along a 30-bit Morton curve, so that the lanes of a warp walk
-    nearby points along similar paths (less divergence, better cache reuse)."""
-    cells = ((points - low) / (high - low).clamp_min(1e-30) * 1023.0).clamp(0, 1023).to(torch.int64)
-    return torch.argsort(morton_codes(cells))
-
-
 class TritonBVH(DeviceBVH):
     """A DeviceBVH on CUDA (float32) whose queries run as Triton kernels."""
 
@@ -322,7 +315,7 @@ class TritonBVH(DeviceBVH):
         points = points.to(device=self.device, dtype=torch.float32).contiguous()
         if not self.sort_points or len(points) < 2 * self.block:
             return points, None
-        order = morton_order(points, self.low, self.high)
+        order = morton_order_tensor(points, self.low, self.high)
         return points[order].contiguous(), order
 
     @staticmethod
