@@ -1,23 +1,63 @@
-"""Isosurface extraction: evaluate the field on a grid in slabs, run marching cubes, map back.
+"""Isosurface extraction: an adaptive narrow band (the default) or a dense grid (the reference).
 
-The grid spacing is the box's longest side / (resolution - 1), the same along every axis, so
-flat objects cost fewer evaluations. A one-cell border outside the level is added around the
-grid, so a surface cut by the box is capped and the result is closed.
+Index space. The grid has n samples per axis with spacing h, the same along every axis (h is
+the box's longest side / (resolution - 1)). One more sample on each side, outside the box, holds
+a value just outside the level, so a surface cut by the box is capped and the result is closed.
+Extended sample e in [0, n + 1] sits at box_low + (e - 1) h; e = 0 and e = n + 1 are that border.
+
+The adaptive path, in the spirit of Occupancy Networks' MISE:
+1. Classification, coarse to fine over an octree whose finest cells are tiles of `tile` cells a
+   side. A cell is kept if the level set can pass through it: its corner values change sign, or
+   (signed distance) the smallest |f - level| at a corner is within L times the half-diagonal, L
+   the field's Lipschitz bound. An occupancy field has no such bound, so the cells next to a sign
+   change are kept too (MISE's safety band). A cell touching the border is kept if it can hold
+   an inside sample, because the cap over the box passes through it.
+2. Every sample is evaluated once: it belongs to the tile holding it at local coordinates
+   [0, tile), so the (tile + 1)^3 samples of a tile are gathered from the tile and up to seven
+   neighbours, and tiles that share a face see identical values.
+3. Closure: both signs on a tile's face mean the surface continues into the neighbour, which is
+   added until none is missing. The surface never ends at a tile boundary, whatever the
+   classification missed.
+4. Marching cubes (scikit-image) on batches of tiles packed into one array, the cells between
+   packed tiles masked out; in worker processes where there are cores to spare.
+5. Welding: every vertex lies on one grid edge. Vertices of the same edge from neighbouring tiles
+   become one, with the position recomputed in float64 from the edge's two sample values.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import time
+from dataclasses import dataclass, field as dataclass_field
 
 import numpy as np
 import torch
 
 from .field import NeuralField
 from .geometry import TriangleMesh
+from .marching import march_tiles, weld
+
+TILE = 8
+METHODS = ("adaptive", "dense")
+# The Lipschitz bound used is this factor times the largest gradient norm measured near the level.
+LIPSCHITZ_SAFETY = 1.25
 
 
 class EmptySurfaceError(ValueError):
     """The field has no level set inside its box at the requested level."""
+
+
+@dataclass
+class ExtractionReport:
+    method: str
+    resolution: int
+    level: float
+    samples: tuple = ()
+    evaluated: int = 0
+    tiles: int = 0
+    lipschitz: float = float("nan")
+    seconds: dict = dataclass_field(default_factory=dict)
 
 
 def grid_axes(box_low, box_high, resolution: int):
@@ -49,38 +89,395 @@ def evaluate_grid(field: NeuralField, axes, chunk: int = 1 << 18) -> np.ndarray:
     return values
 
 
-def extract_isosurface(field: NeuralField, resolution: int = 256, level: float = 0.0) -> TriangleMesh:
-    """The surface {f = level} as a triangle mesh in object coordinates.
+def extract_isosurface(
+    field: NeuralField,
+    resolution: int = 256,
+    level: float = 0.0,
+    *,
+    method: str = "adaptive",
+    tile: int = TILE,
+    lipschitz: float | None = None,
+    workers: int | None = None,
+    progress=None,
+    report: ExtractionReport | None = None,
+) -> TriangleMesh:
+    """The surface {f = level} as a welded triangle mesh in object coordinates, faces outward.
 
-    `level` is in object units: a positive level grows the shape by that distance (SDF fields;
-    occupancy fields are extracted at probability 0.5 only).
-    Raises EmptySurfaceError if the field is entirely inside or outside at that level.
+    `level` is in object units: a positive level grows the shape by that distance (signed-distance
+    fields; occupancy fields are extracted at probability 0.5 only). `method` is "adaptive" (a
+    narrow band, memory growing with the surface) or "dense" (every grid sample; the reference).
+    `lipschitz` overrides the measured bound of a signed-distance field; `workers` the number of
+    marching-cubes processes; `progress(done, total)` is called as batches finish; a given
+    `report` is filled in. Raises EmptySurfaceError if the field has no surface at that level.
     """
-    from skimage.measure import marching_cubes
-
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     if field.config.kind == "occupancy" and level != 0.0:
         raise ValueError(
             f"an occupancy field has no distance scale, so it cannot be offset by a level ({level:g}); "
             "extract it at level 0, or fit a signed-distance field"
         )
+    if not 2 <= tile <= 32:
+        raise ValueError(f"tile must be between 2 and 32 cells, got {tile}")
+    report = report if report is not None else ExtractionReport(method, resolution, level)
+    report.method, report.resolution, report.level = method, resolution, level
     axes, h = grid_axes(field.box_low, field.box_high, resolution)
-    values = evaluate_grid(field, axes)
-    iso = float(level) * field.transform.scale
-    low, high = float(values.min()), float(values.max())
-    if low >= iso:
+    grid = _Grid(
+        low=np.array([a[0] for a in axes]),
+        h=h,
+        counts=np.array([len(a) for a in axes]),
+        iso=float(level) * field.transform.scale,
+        device=field.device,
+    )
+    report.samples = tuple(int(c) for c in grid.counts)
+    if method == "dense":
+        positions, faces = _extract_dense(field, grid, axes, report)
+    else:
+        positions, faces = _extract_adaptive(field, grid, tile, lipschitz, workers, progress, report)
+    vertices = field.transform.to_object(grid.low + (positions - 1.0) * h)
+    return TriangleMesh(vertices, faces)
+
+
+@torch.no_grad()
+def vertex_normals(field: NeuralField, vertices_object: np.ndarray, step: float | None = None) -> np.ndarray:
+    """Unit outward normals (q, 3) at object-space points: the field's gradient by central
+    differences (the hash-grid kernel has no gradient with respect to position), `step` in
+    object units (default: a thousandth of the box's longest side)."""
+    scale = field.transform.scale
+    if step is None:
+        step = float(np.max(field.box_high - field.box_low)) / 1000.0 / scale
+    points = torch.as_tensor(field.transform.to_field(vertices_object), dtype=torch.float32, device=field.device)
+    offset = float(step) * scale
+    gradient = torch.empty_like(points)
+    for axis in range(3):
+        delta = torch.zeros(3, device=points.device)
+        delta[axis] = offset
+        forward = field.evaluate_field_space(points + delta)
+        backward = field.evaluate_field_space(points - delta)
+        gradient[:, axis] = forward - backward
+    normals = gradient.double().cpu().numpy()
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    return normals / np.where(length > 0.0, length, 1.0)
+
+
+# ----------------------------------------------------------------------------- grid
+
+
+@dataclass
+class _Grid:
+    low: np.ndarray  # field-space position of sample e = 1
+    h: float
+    counts: np.ndarray  # samples per axis inside the box
+    iso: float  # the level in field units
+    device: torch.device
+
+    @property
+    def outside(self) -> float:
+        """The value of the border samples: just outside the level."""
+        return self.iso + self.h
+
+    def positions(self, samples: torch.Tensor) -> torch.Tensor:
+        """Field-space float32 positions of extended sample indices (q, 3), computed as the dense
+        path computes its axes, so both see the same points."""
+        low = torch.as_tensor(self.low, dtype=torch.float64, device=samples.device)
+        return (low + (samples - 1).double() * self.h).float()
+
+    def evaluate(self, field: NeuralField, samples: torch.Tensor, clamp: bool = False) -> torch.Tensor:
+        """Values at extended sample indices (q, 3): the field inside the box, the border value
+        outside it; with `clamp`, samples outside are moved onto the box instead."""
+        counts = torch.as_tensor(self.counts, device=samples.device)
+        if clamp:
+            samples = torch.minimum(torch.clamp(samples, min=1), counts)
+        inside = ((samples >= 1) & (samples <= counts)).all(dim=1)
+        values = torch.full((len(samples),), self.outside, dtype=torch.float32, device=samples.device)
+        if bool(inside.any()):
+            chunk = 1 << 20 if samples.device.type == "cuda" else 1 << 16
+            values[inside] = field.evaluate_field_space(self.positions(samples[inside]), chunk=chunk)
+        return values
+
+
+def _no_surface(low: float, high: float, grid: _Grid, field: NeuralField, level: float) -> None:
+    scale = field.transform.scale
+    if low >= grid.iso:
         raise EmptySurfaceError(
             f"the field has no surface at level {level:g}: it is outside everywhere in its box "
-            f"(smallest value {low / field.transform.scale:.4g} in object units)"
+            f"(smallest value {low / scale:.4g} in object units)"
         )
-    if high <= iso:
+    if high <= grid.iso:
         raise EmptySurfaceError(
             f"the field has no surface at level {level:g}: it is inside everywhere in its box "
-            f"(largest value {high / field.transform.scale:.4g} in object units)"
+            f"(largest value {high / scale:.4g} in object units)"
         )
-    padded = np.pad(values, 1, mode="constant", constant_values=iso + h)
-    vertices, faces, _, _ = marching_cubes(padded, level=iso, spacing=(h, h, h))
-    origin = np.array([axes[0][0], axes[1][0], axes[2][0]]) - h
-    vertices = field.transform.to_object(vertices.astype(np.float64) + origin)
-    # scikit-image's default winding (gradient_direction="descent") already faces outward for a
-    # field that is negative inside.
-    return TriangleMesh(vertices, faces.astype(np.int64))
+
+
+# ----------------------------------------------------------------------------- dense reference
+
+
+def _extract_dense(field, grid: _Grid, axes, report: ExtractionReport):
+    from skimage.measure import marching_cubes
+
+    start = time.perf_counter()
+    values = evaluate_grid(field, axes)
+    report.evaluated = values.size
+    report.seconds["evaluate"] = time.perf_counter() - start
+    _no_surface(float(values.min()), float(values.max()), grid, field, report.level)
+    start = time.perf_counter()
+    padded = np.pad(values, 1, mode="constant", constant_values=grid.outside)
+    vertices, faces, _, _ = marching_cubes(padded, level=grid.iso)
+    report.seconds["march"] = time.perf_counter() - start
+    # scikit-image's default winding (gradient_direction="descent") faces outward for a field that
+    # is negative inside.
+    return vertices.astype(np.float64), faces.astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- adaptive
+
+# The eight corner offsets of a cube, in the order (dx, dy, dz) = bits (4, 2, 1).
+_CORNERS = np.array([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)], dtype=np.int64)
+
+
+def _extract_adaptive(field, grid: _Grid, tile: int, lipschitz, workers, progress, report):
+    start = time.perf_counter()
+    tiles_per_axis = (grid.counts + 1 + tile - 1) // tile  # cells e in [0, n] per axis
+    active, report.lipschitz, sampled = _classify(field, grid, tile, tiles_per_axis, lipschitz, report)
+    report.seconds["classify"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    store = _SampleStore(field, grid, tile, tiles_per_axis)
+    tiles = _close_surface(store, active)
+    report.tiles = len(tiles)
+    report.evaluated += store.evaluated
+    report.seconds["evaluate"] = time.perf_counter() - start
+    low, high = store.value_range()
+    _no_surface(min(low, sampled[0]), max(high, sampled[1]), grid, field, report.level)
+
+    start = time.perf_counter()
+    shape = (grid.counts + 2 + tile).astype(np.int64)
+    pieces = march_tiles(store.blocks, store.tile, tiles, grid.iso, shape, workers, progress)
+    report.seconds["march"] = time.perf_counter() - start
+    start = time.perf_counter()
+    positions, faces = weld(pieces)
+    report.seconds["weld"] = time.perf_counter() - start
+    if len(faces) == 0:
+        raise EmptySurfaceError(f"the field has no surface at level {report.level:g} inside its box")
+    return positions, faces
+
+
+def _estimate_lipschitz(field, grid: _Grid, samples: torch.Tensor, values: torch.Tensor) -> float:
+    """LIPSCHITZ_SAFETY times the 99th percentile of the gradient norm (central differences over
+    h/2) at the samples nearest the level, and at least that of an exact distance (1). A
+    percentile, not the maximum: one steep spot of a network would otherwise widen the band
+    everywhere, and the closure step recovers any surface connected to what the band finds."""
+    distance = (values - grid.iso).abs()
+    count = min(len(samples), max(256, int((distance <= 0.05).sum())))
+    near = samples[torch.topk(distance, count, largest=False).indices]
+    points = grid.positions(near)
+    offset = grid.h / 2.0
+    gradient = torch.zeros_like(points)
+    for axis in range(3):
+        delta = torch.zeros(3, device=points.device)
+        delta[axis] = offset
+        gradient[:, axis] = (
+            field.evaluate_field_space(points + delta) - field.evaluate_field_space(points - delta)
+        ) / (2.0 * offset)
+    norm = torch.quantile(gradient.norm(dim=1).double().cpu(), 0.99)
+    return LIPSCHITZ_SAFETY * max(1.0, float(norm))
+
+
+def _keys(points: torch.Tensor, shape) -> torch.Tensor:
+    """Linear int64 keys of non-negative integer coordinates (q, 3) in a grid of `shape`."""
+    return (points[:, 0] * int(shape[1]) + points[:, 1]) * int(shape[2]) + points[:, 2]
+
+
+def _unique_rows(points: torch.Tensor, shape) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unique rows of integer coordinates and the inverse map, through 1-D keys (much faster than
+    torch.unique(dim=0))."""
+    keys, inverse = torch.unique(_keys(points, shape), return_inverse=True)
+    plane = int(shape[1]) * int(shape[2])
+    rows = torch.stack([keys // plane, (keys // int(shape[2])) % int(shape[1]), keys % int(shape[2])], dim=1)
+    return rows, inverse
+
+
+@torch.no_grad()
+def _classify(field, grid: _Grid, tile: int, tiles_per_axis: np.ndarray, lipschitz, report):
+    """Boolean grid over tiles: those the level set (or the cap over the box) can pass through;
+    also the Lipschitz bound used and the range of the values seen. The octree goes below the
+    tile, to cells of two samples, so the band kept is about as thin as the bound allows."""
+    device = grid.device
+    depth = max(0, int(math.ceil(math.log2(max(1, int(tiles_per_axis.max()) / 8)))))
+    sizes = [tile << j for j in range(depth, 0, -1)] + [tile]
+    while sizes[-1] > 2 and sizes[-1] % 2 == 0:
+        sizes.append(sizes[-1] // 2)
+    counts = torch.as_tensor(grid.counts, device=device)
+    extent = tiles_per_axis * tile  # cells per axis covered by tiles
+    shape = extent + 1
+    corners = torch.as_tensor(_CORNERS, device=device)
+    cells = torch.stack(
+        torch.meshgrid(*(torch.arange(int(-(-e // sizes[0])), device=device) for e in extent), indexing="ij"),
+        dim=-1,
+    ).reshape(-1, 3)
+    occupancy = field.config.kind == "occupancy"
+    bound = lipschitz
+    sampled = (float("inf"), float("-inf"))  # range of the values seen
+    for index, size in enumerate(sizes):
+        lower = cells * size
+        samples = torch.minimum(torch.clamp((lower[:, None, :] + corners[None] * size).reshape(-1, 3), min=1), counts)
+        unique, inverse = _unique_rows(samples, shape)
+        values = grid.evaluate(field, unique)
+        report.evaluated += len(unique)
+        sampled = (min(sampled[0], float(values.min())), max(sampled[1], float(values.max())))
+        if not occupancy and bound is None:
+            bound = _estimate_lipschitz(field, grid, unique, values)
+        v = values[inverse].reshape(-1, 8) - grid.iso
+        low, high = v.min(dim=1).values, v.max(dim=1).values
+        crosses = (low < 0) & (high >= 0)
+        border = ((lower <= 0) | (lower + size >= counts + 1)).any(dim=1)
+        if occupancy:
+            keep = _dilate(cells[crosses | (border & (low < 0))], -(-extent // size))
+        else:
+            reach = bound * math.sqrt(3.0) / 2.0 * size * grid.h
+            keep = cells[crosses | (v.abs().min(dim=1).values <= reach) | (border & (low <= reach))]
+        if index + 1 == len(sizes):
+            break
+        ratio = size // sizes[index + 1]  # 2
+        children = (keep[:, None, :] * ratio + corners[None]).reshape(-1, 3)
+        finer = torch.as_tensor(-(-extent // sizes[index + 1]), device=device)
+        cells = children[(children < finer).all(dim=1)]
+    active = torch.zeros(tuple(int(d) for d in tiles_per_axis), dtype=torch.bool, device=device)
+    tiles = torch.div(keep * sizes[-1], tile, rounding_mode="floor")
+    if len(tiles):
+        active[tiles[:, 0], tiles[:, 1], tiles[:, 2]] = True
+    return active, (float("nan") if bound is None else float(bound)), sampled
+
+
+_NEIGHBOURS = np.array([[x, y, z] for x in (-1, 0, 1) for y in (-1, 0, 1) for z in (-1, 0, 1)], dtype=np.int64)
+
+
+def _dilate(cells: torch.Tensor, dims) -> torch.Tensor:
+    """The cells and their 26 neighbours within a grid of `dims` cells, as unique coordinates."""
+    grown = (cells[:, None, :] + torch.as_tensor(_NEIGHBOURS, device=cells.device)[None]).reshape(-1, 3)
+    dims = torch.as_tensor(dims, device=cells.device)
+    grown = grown[((grown >= 0) & (grown < dims)).all(dim=1)]
+    return _unique_rows(grown, dims)[0] if len(grown) else grown
+
+
+class _SampleStore:
+    """Sample values held by their owner tiles: tile t owns extended samples t * tile + [0, tile)^3.
+    Each sample is evaluated once, when a tile that needs it asks for it."""
+
+    def __init__(self, field, grid: _Grid, tile: int, tiles_per_axis: np.ndarray):
+        self.field, self.grid, self.tile = field, grid, tile
+        self.device = grid.device
+        owners = tuple(int(d) + 1 for d in tiles_per_axis)  # one more layer owns the last samples
+        self.tiles_per_axis = torch.as_tensor(tiles_per_axis, device=self.device)
+        self.slot = torch.full(owners, -1, dtype=torch.int64, device=self.device)
+        self.values = torch.empty((0, tile**3), dtype=torch.float32, device=self.device)
+        self.known = torch.empty((0, tile**3), dtype=torch.bool, device=self.device)
+        self.evaluated = 0
+        local = torch.arange(tile + 1, device=self.device)
+        block = torch.stack(torch.meshgrid(local, local, local, indexing="ij"), dim=-1).reshape(-1, 3)
+        # For each of a tile's (tile + 1)^3 samples: which owner (offset 0 or 1 per axis) holds
+        # it, and where in that owner.
+        self.block_owner = (block == tile).long()
+        owned = block % tile
+        self.block_local = (owned[:, 0] * tile + owned[:, 1]) * tile + owned[:, 2]
+        self.block_delta = self.block_owner[:, 0] * 4 + self.block_owner[:, 1] * 2 + self.block_owner[:, 2]
+        # needed[code]: the owned samples an owner must provide when the tiles at offsets -delta
+        # whose bits are set in `code` are active (delta = 0: all; delta = (1, 0, 0): the x = 0
+        # face; and so on down to the corner).
+        owned_local = torch.stack(
+            torch.meshgrid(*(torch.arange(tile, device=self.device),) * 3, indexing="ij"), dim=-1
+        ).reshape(-1, 3)
+        region = torch.stack(
+            [((torch.as_tensor(_CORNERS[d], device=self.device) == 0) | (owned_local == 0)).all(dim=1)
+             for d in range(8)]
+        )
+        codes = torch.arange(256, device=self.device)
+        bits = (codes[:, None] >> torch.arange(8, device=self.device)[None]) & 1
+        self.needed = (bits[:, :, None].bool() & region[None]).any(dim=1)
+
+    def _slots_for(self, owners: torch.Tensor) -> torch.Tensor:
+        """Slots of the given owner tiles, allocating missing ones."""
+        slots = self.slot[owners[:, 0], owners[:, 1], owners[:, 2]]
+        missing = owners[slots < 0]
+        if len(missing):
+            missing = torch.unique(missing, dim=0)
+            first = len(self.values)
+            self.slot[missing[:, 0], missing[:, 1], missing[:, 2]] = torch.arange(
+                first, first + len(missing), device=self.device
+            )
+            self.values = torch.cat([self.values, self.values.new_empty((len(missing), self.tile**3))])
+            self.known = torch.cat([self.known, self.known.new_zeros((len(missing), self.tile**3))])
+            slots = self.slot[owners[:, 0], owners[:, 1], owners[:, 2]]
+        return slots
+
+    def provide(self, active: torch.Tensor, tiles: torch.Tensor) -> None:
+        """Evaluate every not yet known sample of the given active tiles; `active` is the grid of all
+        active tiles (those sharing samples with `tiles` decide which faces an owner provides)."""
+        corners = torch.as_tensor(_CORNERS, device=self.device)
+        owners = torch.unique((tiles[:, None, :] + corners[None]).reshape(-1, 3), dim=0)
+        code = torch.zeros(len(owners), dtype=torch.int64, device=self.device)
+        for d in range(8):
+            source = owners - corners[d]
+            valid = (source >= 0).all(dim=1) & (source < self.tiles_per_axis).all(dim=1)
+            source = source.clamp(min=0)
+            hit = valid & active[
+                source[:, 0].clamp(max=active.shape[0] - 1),
+                source[:, 1].clamp(max=active.shape[1] - 1),
+                source[:, 2].clamp(max=active.shape[2] - 1),
+            ]
+            code |= hit.long() << d
+        slots = self._slots_for(owners)
+        wanted = self.needed[code] & ~self.known[slots]
+        slot_index, local = wanted.nonzero(as_tuple=True)
+        if len(slot_index) == 0:
+            return
+        tile = self.tile
+        offset = torch.stack([local // (tile * tile), (local // tile) % tile, local % tile], dim=1)
+        # Owner rows of `wanted` follow `owners`; map each wanted sample to its global index.
+        samples = owners[slot_index] * tile + offset
+        self.values[slots[slot_index], local] = self.grid.evaluate(self.field, samples)
+        self.known[slots[slot_index], local] = True
+        self.evaluated += len(samples)
+
+    def blocks(self, tiles: torch.Tensor) -> torch.Tensor:
+        """The (tile + 1)^3 sample values of each tile, (k, tile + 1, tile + 1, tile + 1)."""
+        owners = tiles[:, None, :] + self.block_owner[None]
+        slots = self.slot[owners[..., 0], owners[..., 1], owners[..., 2]]
+        side = self.tile + 1
+        return self.values[slots, self.block_local[None].expand_as(slots)].reshape(-1, side, side, side)
+
+    def value_range(self) -> tuple[float, float]:
+        known = self.values[self.known]
+        if len(known) == 0:
+            return float("inf"), float("-inf")
+        return float(known.min()), float(known.max())
+
+
+def _close_surface(store: _SampleStore, active: torch.Tensor) -> torch.Tensor:
+    """Evaluate the active tiles, then add every neighbour the surface crosses into, until none is
+    missing. Returns the coordinates (k, 3) of the tiles to march."""
+    device = store.device
+    grid = store.grid
+    new = active.nonzero()
+    faces = [(axis, side) for axis in range(3) for side in (0, store.tile)]
+    while len(new):
+        store.provide(active, new)
+        grown = []
+        for start in range(0, len(new), 1 << 14):
+            part = new[start : start + (1 << 14)]
+            blocks = store.blocks(part) < grid.iso
+            for axis, side in faces:
+                face = blocks.select(axis + 1, side).reshape(len(part), -1)
+                mixed = face.any(dim=1) & ~face.all(dim=1)
+                step = torch.zeros(3, dtype=torch.int64, device=device)
+                step[axis] = 1 if side else -1
+                neighbours = part[mixed] + step
+                inside = (neighbours >= 0).all(dim=1) & (neighbours < store.tiles_per_axis).all(dim=1)
+                grown.append(neighbours[inside])
+        grown = torch.cat(grown) if grown else new[:0]
+        grown = grown[~active[grown[:, 0], grown[:, 1], grown[:, 2]]]
+        new = torch.unique(grown, dim=0)
+        if len(new):
+            active[new[:, 0], new[:, 1], new[:, 2]] = True
+    return active.nonzero()

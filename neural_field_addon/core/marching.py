@@ -1,0 +1,166 @@
+"""Marching cubes over tiles of samples and welding of the pieces: numpy and scikit-image only,
+so worker processes start without torch.
+
+A tile is a (tile + 1)^3 block of samples; many are packed side by side into one array and
+marched in one scikit-image call, with the cells spanning two packed tiles masked out. Each
+vertex lies on one grid edge (or, rounded, on a sample); its key names that edge, and its position
+is recomputed in float64 from the edge's two values, so the copies of a vertex made by tiles
+sharing a face are identical and weld into one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+# Packed batches hold at most this many tiles per side (16^3 tiles of 9^3 samples is 12 MB),
+# which keeps packed coordinates below 2^8 and their float32 rounding below 2^-15 of a cell.
+SLOTS = 16
+
+_POOL = None
+
+
+def _worker_pool(workers: int):
+    """A process pool kept for the life of the process (started once: spawning costs ~1 s)."""
+    global _POOL
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    if _POOL is None or _POOL._max_workers != workers:
+        if _POOL is not None:
+            _POOL.shutdown()
+        _POOL = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return _POOL
+
+
+def default_workers(batches: int) -> int:
+    """Processes for marching `batches` packed batches: none beside this one on a small machine
+    or a small job (a pool's start would cost more than it saves), else up to 8."""
+    cores = os.cpu_count() or 1
+    return 1 if cores < 4 or batches < 4 else min(cores - 1, 8)
+
+
+def march_tiles(blocks, tile: int, tiles, iso: float, shape, workers=None, progress=None):
+    """Marching cubes over tiles in packed batches. `blocks(batch)` gives the sample values of a
+    batch of tile coordinates (a torch tensor) as a tensor (k, tile + 1, tile + 1, tile + 1).
+    Returns the per-batch (keys, positions, faces) for `weld`."""
+    per_batch = SLOTS**3
+    batches = [tiles[start : start + per_batch] for start in range(0, len(tiles), per_batch)]
+    workers = default_workers(len(batches)) if workers is None else max(1, int(workers))
+    total, pieces = len(batches), []
+
+    def inputs():
+        for batch in batches:
+            yield blocks(batch).cpu().numpy(), batch.cpu().numpy()
+
+    if workers == 1:
+        for index, (values, origin) in enumerate(inputs()):
+            pieces.append(march_packed(values, origin, tile, iso, shape))
+            if progress:
+                progress(index + 1, total)
+        return pieces
+    pool = _worker_pool(workers)
+    futures = [pool.submit(march_packed, values, origin, tile, iso, shape) for values, origin in inputs()]
+    for index, future in enumerate(futures):
+        pieces.append(future.result())
+        if progress:
+            progress(index + 1, total)
+    return pieces
+
+
+def march_packed(values: np.ndarray, tiles: np.ndarray, tile: int, iso: float, shape):
+    """Marching cubes over tiles (k, tile + 1, tile + 1, tile + 1) packed side by side into one
+    array. Returns edge keys (v,), positions (v, 3) in extended sample units, float64, and faces
+    (f, 3) indexing them; a vertex's key names the grid edge it lies on (or the sample it sits on)."""
+    from skimage.measure import marching_cubes
+
+    count, side = len(values), tile + 1
+    slots = max(1, int(math.ceil(count ** (1.0 / 3.0) - 1e-9)))
+    while slots**3 < count:
+        slots += 1
+    packed = np.full((slots * side,) * 3, iso + 1.0, dtype=np.float32)
+    mask = np.zeros_like(packed, dtype=bool)
+    slot = np.stack(np.unravel_index(np.arange(count), (slots,) * 3), axis=1)
+    for k in range(count):
+        x, y, z = slot[k] * side
+        packed[x : x + side, y : y + side, z : z + side] = values[k]
+        # scikit-image marches the cell whose far corner the mask marks: the first sample of a
+        # tile stays unmarked, so no cell spans two packed tiles.
+        mask[x + 1 : x + side, y + 1 : y + side, z + 1 : z + side] = True
+    empty = (np.empty(0, np.int64), np.empty((0, 3)), np.empty((0, 3), np.int64))
+    try:
+        vertices, faces, _, _ = marching_cubes(packed, level=iso, mask=mask, allow_degenerate=True)
+    except (ValueError, RuntimeError):  # no sample on one side of the level
+        return empty
+    if len(faces) == 0:
+        return empty
+    coords = vertices.astype(np.float64)
+    which = np.minimum(np.floor(coords / side).astype(np.int64), slots - 1)
+    local = coords - which * side
+    owner = np.ravel_multi_index(which.T, (slots,) * 3)
+    key, position = _edges(packed, which * side, local, iso, tile)
+    origin = tiles[owner] * tile
+    lower = origin + key[:, :3]
+    keys = np.ravel_multi_index(lower.T, shape) * 4 + key[:, 3]
+    return keys, origin + position, faces.astype(np.int64)
+
+
+def _edges(packed, base, local, iso, tile):
+    """The grid edge (lower sample, axis 0-2; axis 3 for a vertex on a sample) of each vertex, and
+    its position recomputed from the two sample values, both in tile-local units."""
+    integral = local == np.round(local)
+    lower = np.floor(local).astype(np.int64)
+    axis = np.where(integral.sum(axis=1) == 3, 3, np.argmin(integral, axis=1))
+    # A vertex whose float32 position rounded onto a sample: find the one incident edge that
+    # crosses the level; several (a sample next to a sliver thinner than the rounding) keep it
+    # on the sample, where every tile puts it too.
+    on_sample = np.nonzero(axis == 3)[0]
+    if len(on_sample):
+        at = lower[on_sample]
+        below = packed[tuple((base[on_sample] + at).T)] < iso
+        found = np.full(len(on_sample), 3)
+        start = at.copy()
+        hits = np.zeros(len(on_sample), dtype=np.int64)
+        for a in range(3):
+            for direction in (-1, 1):
+                other = at.copy()
+                other[:, a] += direction
+                valid = (other[:, a] >= 0) & (other[:, a] <= tile)
+                index = base[on_sample] + np.clip(other, 0, tile)
+                crosses = valid & ((packed[tuple(index.T)] < iso) != below)
+                hits += crosses
+                found = np.where(crosses, a, found)
+                if direction < 0:
+                    start[:, a] = np.where(crosses, other[:, a], start[:, a])
+        single = hits == 1
+        axis[on_sample[single]] = found[single]
+        lower[on_sample[single]] = start[single]
+        # the start moved only on the found axis; reset the others for vertices with several hits
+        lower[on_sample[~single]] = at[~single]
+    edge = np.nonzero(axis < 3)[0]
+    position = lower.astype(np.float64)
+    if len(edge):
+        a = axis[edge]
+        step = np.zeros((len(edge), 3), dtype=np.int64)
+        step[np.arange(len(edge)), a] = 1
+        v0 = packed[tuple((base[edge] + lower[edge]).T)].astype(np.float64)
+        v1 = packed[tuple((base[edge] + lower[edge] + step).T)].astype(np.float64)
+        t = np.clip((iso - v0) / (v1 - v0), 0.0, 1.0)
+        position[edge, a] += t
+    return np.concatenate([lower, axis[:, None]], axis=1), position
+
+
+def weld(pieces):
+    """One indexed mesh from the batches: vertices with the same key merged, degenerate faces dropped."""
+    keys = np.concatenate([p[0] for p in pieces])
+    positions = np.concatenate([p[1] for p in pieces])
+    offsets = np.cumsum([0] + [len(p[0]) for p in pieces[:-1]])
+    faces = np.concatenate([p[2] + o for p, o in zip(pieces, offsets)])
+    if len(keys) == 0:
+        return positions, faces
+    unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    faces = inverse[faces]
+    keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
+    return positions[first], faces[keep]
