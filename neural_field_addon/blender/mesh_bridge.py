@@ -22,8 +22,9 @@ def evaluated_triangles(obj, depsgraph) -> tuple[np.ndarray, np.ndarray]:
     return vertices.reshape(-1, 3), triangles.reshape(-1, 3)
 
 
-def mesh_from_arrays(name: str, vertices: np.ndarray, faces: np.ndarray) -> bpy.types.Mesh:
-    """A new mesh datablock with the given triangles, smooth-shaded off (flat, as extracted)."""
+def mesh_from_arrays(name: str, vertices: np.ndarray, faces: np.ndarray, normals=None) -> bpy.types.Mesh:
+    """A new mesh datablock with the given triangles: flat-shaded as extracted, or with `normals`
+    (n, 3) smooth-shaded with them as custom vertex normals."""
     mesh = bpy.data.meshes.new(name)
     vertices = np.ascontiguousarray(vertices, dtype=np.float32).reshape(-1)
     faces = np.ascontiguousarray(faces, dtype=np.int32).reshape(-1)
@@ -36,4 +37,7 @@ def mesh_from_arrays(name: str, vertices: np.ndarray, faces: np.ndarray) -> bpy.
     mesh.polygons.foreach_set("loop_start", np.arange(0, len(faces), 3, dtype=np.int32))
     mesh.update(calc_edges=True)
     mesh.validate(clean_customdata=False)
+    if normals is not None and len(mesh.vertices) == len(normals):
+        mesh.polygons.foreach_set("use_smooth", np.ones(face_count, dtype=bool))
+        mesh.normals_split_custom_set_from_vertices(np.asarray(normals, dtype=np.float32))
     return mesh

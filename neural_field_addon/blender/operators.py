@@ -187,6 +187,10 @@ def _progress_text(message: dict, task_count: int) -> tuple[float, str]:
             f" {step}/{steps}, loss {message.get('loss', 0.0):.2e}, "
             f"{message.get('elapsed', 0.0):.0f} s elapsed, {message.get('remaining', 0.0):.0f} s left"
         )
+    elif phase == "extract" and message.get("steps", 0) > 1:
+        step, steps = message.get("step", 0), message["steps"]
+        fraction = step / steps
+        label += f" {step}/{steps} blocks"
     elif phase in ("extract", "evaluate"):
         fraction = 1.0
     if task_count > 1:
@@ -211,11 +215,18 @@ def _fields_collection(scene) -> bpy.types.Collection:
 
 
 def _load_arrays(path: str):
-    """The worker's result mesh (NPZ written by core.meshio)."""
+    """The worker's result mesh (NPZ written by core.meshio): vertices, faces and the vertex
+    normals, or None where they were not asked for."""
     from ..core.meshio import load_mesh
 
     mesh = load_mesh(path)
-    return mesh.vertices, mesh.faces
+    with np.load(path, allow_pickle=False) as data:
+        normals = np.asarray(data["normals"]) if "normals" in data else None
+    return mesh.vertices, mesh.faces, normals
+
+
+def _extract_settings(settings) -> dict:
+    return {"resolution": settings.resolution, "level": settings.level, "normals": settings.normals}
 
 
 def _failure_text(errors, names) -> str:
@@ -268,7 +279,7 @@ class NEURAL_FIELD_OT_fit(_WorkerOperator, bpy.types.Operator):
                     "mesh": mesh_file,
                     "field_path": storage.new_field_path(obj.name),
                     **properties.fit_task_settings(settings),
-                    "extract": {"resolution": settings.resolution, "level": settings.level},
+                    "extract": _extract_settings(settings),
                     "mesh_out": job.path(f"result_{index}.npz"),
                     "evaluate": settings.evaluate,
                 }
@@ -288,8 +299,8 @@ class NEURAL_FIELD_OT_fit(_WorkerOperator, bpy.types.Operator):
         created = []
         for index, result in sorted(results.items()):
             source = bpy.data.objects.get(names[index])
-            vertices, faces = _load_arrays(result["mesh_out"])
-            mesh = mesh_bridge.mesh_from_arrays(f"{names[index]}.field", vertices, faces)
+            vertices, faces, normals = _load_arrays(result["mesh_out"])
+            mesh = mesh_bridge.mesh_from_arrays(f"{names[index]}.field", vertices, faces, normals)
             obj = bpy.data.objects.new(f"{names[index]}.field", mesh)
             collection.objects.link(obj)
             if source is not None:
@@ -392,8 +403,7 @@ class NEURAL_FIELD_OT_extract(_WorkerOperator, bpy.types.Operator):
                 "type": "extract",
                 "field_path": path,
                 "device": settings.device.lower(),
-                "resolution": settings.resolution,
-                "level": settings.level,
+                **_extract_settings(settings),
                 "mesh_out": job.path("result.npz"),
             }
         )
@@ -405,10 +415,10 @@ class NEURAL_FIELD_OT_extract(_WorkerOperator, bpy.types.Operator):
         if not results or obj is None:
             self.report({"ERROR"}, f"Extract failed: {_failure_text(errors, [self._target])}")
             return {"CANCELLED"}
-        vertices, faces = _load_arrays(results[0]["mesh_out"])
+        vertices, faces, normals = _load_arrays(results[0]["mesh_out"])
         old = obj.data
         name = old.name
-        mesh = mesh_bridge.mesh_from_arrays(name, vertices, faces)
+        mesh = mesh_bridge.mesh_from_arrays(name, vertices, faces, normals)
         for material in old.materials:
             mesh.materials.append(material)
         obj.data = mesh

@@ -34,6 +34,7 @@ class VIEW3D_PT_neural_field(bpy.types.Panel):
         col.label(text="Extraction", icon="MESH_ICOSPHERE")
         col.prop(settings, "resolution")
         col.prop(settings, "level")
+        col.prop(settings, "normals")
         col.operator("neural_field.extract", icon="FILE_REFRESH")
 
         obj = context.active_object

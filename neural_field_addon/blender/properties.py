@@ -131,6 +131,9 @@ class NeuralFieldSceneSettings(bpy.types.PropertyGroup):
     level: FloatProperty(
         name="Level", description="Iso-level offset in the object's units; positive grows the shape",
         default=0.0, subtype="DISTANCE", precision=4, step=0.1)
+    normals: BoolProperty(
+        name="Field Normals", description="Shade the extracted surface smooth with vertex normals "
+        "from the field's gradient", default=False)
     evaluate: BoolProperty(
         name="Measure Fidelity", description="After fitting, measure Chamfer distance, normal "
         "consistency and F-score of the result against the source", default=True)

@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--resolution", type=int, default=256, help="grid samples along the longest side")
     extract.add_argument("--level", type=float, default=0.0,
                          help="iso-level in the source's units; positive grows the shape")
+    extract.add_argument("--method", choices=("adaptive", "dense"), default="adaptive",
+                         help="adaptive: a narrow band around the surface (default); dense: every grid sample")
+    extract.add_argument("--normals", action="store_true",
+                         help="write vertex normals from the field's gradient")
     extract.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     extract.add_argument("--json", action="store_true")
 
@@ -151,14 +155,24 @@ def cmd_fit(args) -> dict:
 
 def cmd_extract(args) -> dict:
     from .devices import resolve_device
-    from .extraction import extract_isosurface
+    from .extraction import ExtractionReport, extract_isosurface, vertex_normals
     from .fieldfile import load_field
     from .meshio import save_mesh
+    from .progress import ProgressBar
 
     start = time.perf_counter()
     field = load_field(args.field, device=resolve_device(args.device))
-    mesh = extract_isosurface(field, resolution=args.resolution, level=args.level)
-    save_mesh(args.output, mesh)
+    report = ExtractionReport(args.method, args.resolution, args.level)
+    bar = ProgressBar()
+    try:
+        mesh = extract_isosurface(
+            field, resolution=args.resolution, level=args.level, method=args.method, report=report,
+            progress=lambda done, total: bar.update({"phase": "extract", "step": done, "steps": total}),
+        )
+    finally:
+        bar.close()
+    normals = vertex_normals(field, mesh.vertices) if args.normals else None
+    save_mesh(args.output, mesh, normals)
     seconds = time.perf_counter() - start
     _say(f"wrote {args.output}: {len(mesh.vertices)} vertices, {len(mesh.faces)} triangles in {seconds:.2f} s")
     return {
@@ -167,6 +181,10 @@ def cmd_extract(args) -> dict:
         "faces": len(mesh.faces),
         "resolution": args.resolution,
         "level": args.level,
+        "method": args.method,
+        "samples": list(report.samples),
+        "evaluated": report.evaluated,
+        "phases": report.seconds,
         "seconds": seconds,
     }
 

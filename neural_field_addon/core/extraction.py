@@ -38,7 +38,9 @@ from .field import NeuralField
 from .geometry import TriangleMesh
 from .marching import march_tiles, weld
 
-TILE = 8
+# Cells per tile side: small tiles hug the surface (fewer samples), large ones march in fewer,
+# bigger batches; the best trade differs between the CPU and a GPU (docs/BENCHMARKS.md).
+TILE = {"cpu": 4, "cuda": 8}
 METHODS = ("adaptive", "dense")
 # The Lipschitz bound used is this factor times the largest gradient norm measured near the level.
 LIPSCHITZ_SAFETY = 1.25
@@ -95,7 +97,7 @@ def extract_isosurface(
     level: float = 0.0,
     *,
     method: str = "adaptive",
-    tile: int = TILE,
+    tile: int | None = None,
     lipschitz: float | None = None,
     workers: int | None = None,
     progress=None,
@@ -106,7 +108,8 @@ def extract_isosurface(
     `level` is in object units: a positive level grows the shape by that distance (signed-distance
     fields; occupancy fields are extracted at probability 0.5 only). `method` is "adaptive" (a
     narrow band, memory growing with the surface) or "dense" (every grid sample; the reference).
-    `lipschitz` overrides the measured bound of a signed-distance field; `workers` the number of
+    `tile` is the cells per tile side (default by device, TILE); `lipschitz` overrides the
+    measured bound of a signed-distance field; `workers` the number of
     marching-cubes processes; `progress(done, total)` is called as batches finish; a given
     `report` is filled in. Raises EmptySurfaceError if the field has no surface at that level.
     """
@@ -117,6 +120,8 @@ def extract_isosurface(
             f"an occupancy field has no distance scale, so it cannot be offset by a level ({level:g}); "
             "extract it at level 0, or fit a signed-distance field"
         )
+    if tile is None:
+        tile = TILE.get(field.device.type, 8)
     if not 2 <= tile <= 32:
         raise ValueError(f"tile must be between 2 and 32 cells, got {tile}")
     report = report if report is not None else ExtractionReport(method, resolution, level)
@@ -170,6 +175,8 @@ class _Grid:
     counts: np.ndarray  # samples per axis inside the box
     iso: float  # the level in field units
     device: torch.device
+    # The range of the field values evaluated so far (border samples excluded).
+    seen: tuple = (float("inf"), float("-inf"))
 
     @property
     def outside(self) -> float:
@@ -192,7 +199,9 @@ class _Grid:
         values = torch.full((len(samples),), self.outside, dtype=torch.float32, device=samples.device)
         if bool(inside.any()):
             chunk = 1 << 20 if samples.device.type == "cuda" else 1 << 16
-            values[inside] = field.evaluate_field_space(self.positions(samples[inside]), chunk=chunk)
+            found = field.evaluate_field_space(self.positions(samples[inside]), chunk=chunk)
+            values[inside] = found
+            self.seen = (min(self.seen[0], float(found.min())), max(self.seen[1], float(found.max())))
         return values
 
 
@@ -239,7 +248,7 @@ _CORNERS = np.array([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)], dty
 def _extract_adaptive(field, grid: _Grid, tile: int, lipschitz, workers, progress, report):
     start = time.perf_counter()
     tiles_per_axis = (grid.counts + 1 + tile - 1) // tile  # cells e in [0, n] per axis
-    active, report.lipschitz, sampled = _classify(field, grid, tile, tiles_per_axis, lipschitz, report)
+    active, report.lipschitz = _classify(field, grid, tile, tiles_per_axis, lipschitz, report)
     report.seconds["classify"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -248,8 +257,7 @@ def _extract_adaptive(field, grid: _Grid, tile: int, lipschitz, workers, progres
     report.tiles = len(tiles)
     report.evaluated += store.evaluated
     report.seconds["evaluate"] = time.perf_counter() - start
-    low, high = store.value_range()
-    _no_surface(min(low, sampled[0]), max(high, sampled[1]), grid, field, report.level)
+    _no_surface(*grid.seen, grid, field, report.level)
 
     start = time.perf_counter()
     shape = (grid.counts + 2 + tile).astype(np.int64)
@@ -300,8 +308,8 @@ def _unique_rows(points: torch.Tensor, shape) -> tuple[torch.Tensor, torch.Tenso
 
 @torch.no_grad()
 def _classify(field, grid: _Grid, tile: int, tiles_per_axis: np.ndarray, lipschitz, report):
-    """Boolean grid over tiles: those the level set (or the cap over the box) can pass through;
-    also the Lipschitz bound used and the range of the values seen. The octree goes below the
+    """Boolean grid over tiles: those the level set (or the cap over the box) can pass through,
+    and the Lipschitz bound used. The octree goes below the
     tile, to cells of two samples, so the band kept is about as thin as the bound allows."""
     device = grid.device
     depth = max(0, int(math.ceil(math.log2(max(1, int(tiles_per_axis.max()) / 8)))))
@@ -318,14 +326,12 @@ def _classify(field, grid: _Grid, tile: int, tiles_per_axis: np.ndarray, lipschi
     ).reshape(-1, 3)
     occupancy = field.config.kind == "occupancy"
     bound = lipschitz
-    sampled = (float("inf"), float("-inf"))  # range of the values seen
     for index, size in enumerate(sizes):
         lower = cells * size
         samples = torch.minimum(torch.clamp((lower[:, None, :] + corners[None] * size).reshape(-1, 3), min=1), counts)
         unique, inverse = _unique_rows(samples, shape)
         values = grid.evaluate(field, unique)
         report.evaluated += len(unique)
-        sampled = (min(sampled[0], float(values.min())), max(sampled[1], float(values.max())))
         if not occupancy and bound is None:
             bound = _estimate_lipschitz(field, grid, unique, values)
         v = values[inverse].reshape(-1, 8) - grid.iso
@@ -347,7 +353,7 @@ def _classify(field, grid: _Grid, tile: int, tiles_per_axis: np.ndarray, lipschi
     tiles = torch.div(keep * sizes[-1], tile, rounding_mode="floor")
     if len(tiles):
         active[tiles[:, 0], tiles[:, 1], tiles[:, 2]] = True
-    return active, (float("nan") if bound is None else float(bound)), sampled
+    return active, (float("nan") if bound is None else float(bound))
 
 
 _NEIGHBOURS = np.array([[x, y, z] for x in (-1, 0, 1) for y in (-1, 0, 1) for z in (-1, 0, 1)], dtype=np.int64)
@@ -446,12 +452,6 @@ class _SampleStore:
         slots = self.slot[owners[..., 0], owners[..., 1], owners[..., 2]]
         side = self.tile + 1
         return self.values[slots, self.block_local[None].expand_as(slots)].reshape(-1, side, side, side)
-
-    def value_range(self) -> tuple[float, float]:
-        known = self.values[self.known]
-        if len(known) == 0:
-            return float("inf"), float("-inf")
-        return float(known.min()), float(known.max())
 
 
 def _close_surface(store: _SampleStore, active: torch.Tensor) -> torch.Tensor:

@@ -189,8 +189,13 @@ def _read_npz(path):
         return np.asarray(data["vertices"]), np.asarray(data["faces"])
 
 
-def save_mesh(path: str | os.PathLike, mesh: TriangleMesh) -> None:
-    """Write OBJ, PLY (binary little-endian) or NPZ by suffix, atomically."""
+def save_mesh(path: str | os.PathLike, mesh: TriangleMesh, normals: np.ndarray | None = None) -> None:
+    """Write OBJ, PLY (binary little-endian) or NPZ by suffix, atomically; with `normals` (n, 3),
+    per-vertex normals too (OBJ vn, PLY nx ny nz, NPZ array `normals`)."""
+    if normals is not None:
+        normals = np.asarray(normals, dtype=np.float64)
+        if normals.shape != mesh.vertices.shape:
+            raise ValueError(f"normals must have shape {mesh.vertices.shape}, got {normals.shape}")
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in MESH_SUFFIXES:
@@ -201,34 +206,41 @@ def save_mesh(path: str | os.PathLike, mesh: TriangleMesh) -> None:
     try:
         with open(temporary, "wb") as handle:
             if suffix == ".obj":
-                _write_obj(handle, mesh)
+                _write_obj(handle, mesh, normals)
             elif suffix == ".ply":
-                _write_ply(handle, mesh)
+                _write_ply(handle, mesh, normals)
             else:
-                np.savez(handle, vertices=mesh.vertices, faces=mesh.faces)
+                arrays = {} if normals is None else {"normals": normals}
+                np.savez(handle, vertices=mesh.vertices, faces=mesh.faces, **arrays)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
 
 
-def _write_obj(handle, mesh):
+def _write_obj(handle, mesh, normals=None):
     lines = ["# written by Neural Field\n"]
     lines += [f"v {x:.9g} {y:.9g} {z:.9g}\n" for x, y, z in mesh.vertices]
-    lines += [f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in mesh.faces]
+    if normals is None:
+        lines += [f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in mesh.faces]
+    else:
+        lines += [f"vn {x:.6f} {y:.6f} {z:.6f}\n" for x, y, z in normals]
+        lines += [f"f {a + 1}//{a + 1} {b + 1}//{b + 1} {c + 1}//{c + 1}\n" for a, b, c in mesh.faces]
     handle.write("".join(lines).encode("ascii"))
 
 
-def _write_ply(handle, mesh):
+def _write_ply(handle, mesh, normals=None):
     header = (
         "ply\nformat binary_little_endian 1.0\ncomment written by Neural Field\n"
         f"element vertex {len(mesh.vertices)}\n"
         "property float x\nproperty float y\nproperty float z\n"
-        f"element face {len(mesh.faces)}\n"
+        + ("" if normals is None else "property float nx\nproperty float ny\nproperty float nz\n")
+        + f"element face {len(mesh.faces)}\n"
         "property list uchar int vertex_indices\nend_header\n"
     )
     handle.write(header.encode("ascii"))
-    handle.write(mesh.vertices.astype("<f4").tobytes())
+    columns = mesh.vertices if normals is None else np.concatenate([mesh.vertices, normals], axis=1)
+    handle.write(columns.astype("<f4").tobytes())
     record = np.dtype([("n", "u1"), ("v", "<i4", (3,))])
     faces = np.empty(len(mesh.faces), dtype=record)
     faces["n"] = 3

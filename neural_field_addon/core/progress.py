@@ -24,16 +24,17 @@ class ProgressBar:
         if not self.enabled:
             return
         phase = info.get("phase", "")
-        if phase != "train":
+        if not info.get("steps"):
             line = f"{phase}..."
         else:
             done, total = info["step"], max(1, info["steps"])
             filled = int(self.width * done / total)
             bar = "#" * filled + "-" * (self.width - filled)
-            line = (
-                f"[{bar}] {done}/{total} loss {info.get('loss', float('nan')):.3e} "
-                f"{_clock(info.get('elapsed', 0))} elapsed, {_clock(info.get('remaining', 0))} left"
-            )
+            line = f"{phase} [{bar}] {done}/{total}"
+            if "loss" in info:
+                line += f" loss {info['loss']:.3e}"
+            if "elapsed" in info:
+                line += f" {_clock(info['elapsed'])} elapsed, {_clock(info.get('remaining', 0))} left"
         self.stream.write("\r\033[K" + line)
         self.stream.flush()
         self._drawn = True

@@ -11,10 +11,12 @@ travel as files in the job folder (meshes as NPZ), never through the pipe.
 
 Job file: {"tasks": [...]}, each task one of
   {"type": "fit", "mesh": NPZ, "field_path": P, "preset": NAME or null, "field_config": {...},
-   "train_config": {...}, "extract": {"resolution": R, "level": L}, "mesh_out": NPZ, "evaluate": bool}
+   "train_config": {...}, "extract": EXTRACT, "mesh_out": NPZ, "evaluate": bool}
   (with a preset, the configs start from it on the device the fit runs on and the given
   fields override it; without one, from the defaults)
-  {"type": "extract", "field_path": P, "device": D, "resolution": R, "level": L, "mesh_out": NPZ}
+  {"type": "extract", "field_path": P, "device": D, "mesh_out": NPZ, **EXTRACT}
+  where EXTRACT is {"resolution": R, "level": L, "method": "adaptive" | "dense", "normals": bool}
+  (method and normals optional); with normals, the NPZ also holds per-vertex `normals`.
 Paths are relative to the job file's folder unless absolute.
 """
 
@@ -45,16 +47,21 @@ def _resolve(base: str, path: str) -> str:
     return path if os.path.isabs(path) else os.path.join(base, path)
 
 
-def _extract_to_file(field, resolution: int, level: float, mesh_out: str, channel, index: int):
+def _extract_to_file(field, settings: dict, mesh_out: str, channel, index: int):
     """Extract the surface and write it (NPZ, atomically) for the add-on to import; returns the
     surface and the seconds taken."""
-    from .extraction import extract_isosurface
+    from .extraction import extract_isosurface, vertex_normals
     from .meshio import save_mesh
 
-    channel.send("progress", task=index, phase="extract", step=0, steps=1)
+    def on_progress(done, total):
+        channel.send("progress", task=index, phase="extract", step=done, steps=total)
+
+    on_progress(0, 1)
     start = time.perf_counter()
-    surface = extract_isosurface(field, resolution, level)
-    save_mesh(mesh_out, surface)
+    surface = extract_isosurface(field, settings["resolution"], settings.get("level", 0.0),
+                                 method=settings.get("method", "adaptive"), progress=on_progress)
+    normals = vertex_normals(field, surface.vertices) if settings.get("normals") else None
+    save_mesh(mesh_out, surface, normals)
     return surface, time.perf_counter() - start
 
 
@@ -99,9 +106,7 @@ def _extract_after_fit(task, base, channel, index, mesh, field, result) -> None:
     extract = task.get("extract")
     if extract:
         mesh_out = _resolve(base, task["mesh_out"])
-        surface, result["extract_seconds"] = _extract_to_file(
-            field, extract["resolution"], extract.get("level", 0.0), mesh_out, channel, index
-        )
+        surface, result["extract_seconds"] = _extract_to_file(field, extract, mesh_out, channel, index)
         result["mesh_out"] = mesh_out
         if task.get("evaluate", True):
             channel.send("progress", task=index, phase="evaluate", step=0, steps=1)
@@ -116,7 +121,7 @@ def run_extract(task: dict, base: str, channel: _Channel, index: int) -> dict:
 
     field = load_field(_resolve(base, task["field_path"]), device=resolve_device(task.get("device", "auto")))
     mesh_out = _resolve(base, task["mesh_out"])
-    _, seconds = _extract_to_file(field, task["resolution"], task.get("level", 0.0), mesh_out, channel, index)
+    _, seconds = _extract_to_file(field, task, mesh_out, channel, index)
     return {"mesh_out": mesh_out, "extract_seconds": seconds}
 
 

@@ -1,0 +1,114 @@
+"""Adaptive isosurface extraction against the dense reference, on fields fitted to analytic shapes
+with small CPU configurations: agreement, closed and welded output, the narrow band, normals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from analytic import directed_edges_unique, edge_face_counts, signed_volume, torus, torus_sdf
+from scipy.spatial import cKDTree
+
+from neural_field_addon.core.config import FieldConfig, TrainConfig
+from neural_field_addon.core.extraction import ExtractionReport, extract_isosurface, vertex_normals
+from neural_field_addon.core.geometry import TriangleMesh
+from neural_field_addon.core.training import fit_field
+
+RESOLUTION = 48
+
+
+def fit_torus(kind: str):
+    mesh = TriangleMesh(*torus(1.0, 0.35))
+    train = TrainConfig(steps=300, pool_size=1 << 15, batch=4096, device="cpu", seed=0)
+    return fit_field(mesh, FieldConfig(kind=kind, width=64, fourier_sigma=0.75), train)
+
+
+@pytest.fixture(scope="module")
+def sdf_field():
+    return fit_torus("sdf")
+
+
+@pytest.fixture(scope="module")
+def occupancy_field():
+    return fit_torus("occupancy")
+
+
+@pytest.fixture(params=["sdf", "occupancy"])
+def field(request):
+    return request.getfixturevalue(f"{request.param}_field")
+
+
+def nearest_gap(a: TriangleMesh, b: TriangleMesh) -> float:
+    """Largest distance from a vertex of either mesh to the nearest vertex of the other, relative
+    to the diagonal."""
+    gap = max(cKDTree(b.vertices).query(a.vertices)[0].max(), cKDTree(a.vertices).query(b.vertices)[0].max())
+    return gap / a.diagonal
+
+
+def test_adaptive_and_dense_extraction_give_the_same_mesh(field):
+    adaptive = extract_isosurface(field, RESOLUTION, method="adaptive")
+    dense = extract_isosurface(field, RESOLUTION, method="dense")
+    assert (len(adaptive.vertices), len(adaptive.faces)) == (len(dense.vertices), len(dense.faces))
+    assert nearest_gap(adaptive, dense) <= 1e-5
+
+
+def test_adaptive_surface_is_closed_outward_and_welded(field):
+    surface = extract_isosurface(field, RESOLUTION)
+    assert np.all(edge_face_counts(surface.faces) == 2)
+    assert directed_edges_unique(surface.faces)
+    assert signed_volume(surface.vertices, surface.faces) > 0.0
+    assert len(np.unique(surface.vertices, axis=0)) == len(surface.vertices)
+
+
+def test_surface_is_complete_even_when_classification_keeps_almost_no_tile(sdf_field):
+    # A bound of ~0 keeps only tiles whose corners change sign; the closure across tile faces must
+    # still find the rest of the surface.
+    full = extract_isosurface(sdf_field, RESOLUTION)
+    report = ExtractionReport("adaptive", RESOLUTION, 0.0)
+    sparse = extract_isosurface(sdf_field, RESOLUTION, lipschitz=1e-9, report=report)
+    assert len(sparse.faces) == len(full.faces)
+    assert nearest_gap(sparse, full) <= 1e-9
+
+
+def test_adaptive_work_grows_with_the_surface_not_the_volume(sdf_field):
+    evaluated = []
+    for resolution in (96, 192):
+        report = ExtractionReport("adaptive", resolution, 0.0)
+        extract_isosurface(sdf_field, resolution, report=report)
+        evaluated.append(report.evaluated)
+    # Twice the resolution: 4x the samples for a band around the surface, 8x for the volume.
+    # Measured 4.2x (38% of the dense grid at 192).
+    assert evaluated[1] / evaluated[0] < 5.0
+
+
+@pytest.mark.parametrize("tile", [4, 8])
+def test_tile_size_does_not_change_the_mesh(sdf_field, tile):
+    reference = extract_isosurface(sdf_field, RESOLUTION, method="dense")
+    surface = extract_isosurface(sdf_field, RESOLUTION, tile=tile)
+    assert len(surface.faces) == len(reference.faces)
+    assert nearest_gap(surface, reference) <= 1e-5
+
+
+def test_vertex_normals_follow_the_torus_gradient(sdf_field):
+    surface = extract_isosurface(sdf_field, RESOLUTION)
+    normals = vertex_normals(sdf_field, surface.vertices)
+    step = 1e-4
+    analytic = np.stack(
+        [torus_sdf(surface.vertices + step * axis) - torus_sdf(surface.vertices - step * axis) for axis in np.eye(3)],
+        axis=1,
+    )
+    analytic /= np.linalg.norm(analytic, axis=1, keepdims=True)
+    agreement = np.sum(normals * analytic, axis=1)
+    assert np.allclose(np.linalg.norm(normals, axis=1), 1.0)
+    # Measured: median cosine 0.9998, 1st percentile 0.998.
+    assert np.percentile(agreement, 1) > 0.98
+
+
+def test_progress_reaches_the_last_batch(sdf_field):
+    calls = []
+    extract_isosurface(sdf_field, RESOLUTION, progress=lambda done, total: calls.append((done, total)))
+    assert calls and calls[-1][0] == calls[-1][1]
+
+
+def test_unknown_extraction_method_is_refused(sdf_field):
+    with pytest.raises(ValueError, match="method must be one of adaptive, dense"):
+        extract_isosurface(sdf_field, RESOLUTION, method="octree")
