@@ -94,6 +94,34 @@ def test_extract_prints_json_and_writes_a_closed_mesh(torus_run):
     assert np.all(edge_face_counts(faces) == 2)
 
 
+def test_extract_dense_method_gives_the_adaptive_mesh(torus_run, tmp_path):
+    dense_path = tmp_path / "dense.obj"
+    report = last_json_line(run_cli(
+        "extract", torus_run["field"], "-o", dense_path, "--resolution", RESOLUTION, "--method", "dense",
+        "--device", "cpu", "--json",
+    ))
+    adaptive = last_json_line(torus_run["extract"])
+    assert (report["method"], adaptive["method"]) == ("dense", "adaptive")
+    assert (report["vertices"], report["faces"]) == (adaptive["vertices"], adaptive["faces"])
+    assert report["evaluated"] == np.prod(report["samples"]) > adaptive["evaluated"]
+
+
+def test_extract_with_normals_writes_unit_outward_vertex_normals(torus_run, tmp_path):
+    path = tmp_path / "normals.obj"
+    run_cli("extract", torus_run["field"], "-o", path, "--resolution", "32", "--normals", "--device", "cpu")
+    lines = path.read_text().splitlines()
+    vertices = np.array([[float(x) for x in line.split()[1:]] for line in lines if line.startswith("v ")])
+    normals = np.array([[float(x) for x in line.split()[1:]] for line in lines if line.startswith("vn ")])
+    assert normals.shape == vertices.shape
+    assert np.allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-5)
+    # Outward on a torus around z: away from the tube's centre circle.
+    ring = vertices.copy()
+    ring[:, 2] = 0.0
+    ring *= 1.0 / np.linalg.norm(ring, axis=1, keepdims=True)
+    assert np.mean(np.sum(normals * (vertices - ring), axis=1) > 0) > 0.99
+    assert all(line.count("//") == 3 for line in lines if line.startswith("f "))
+
+
 def test_eval_of_the_fitted_torus_reports_chamfer_below_bound(torus_run):
     result = last_json_line(torus_run["eval"])
     # Measured 2.7e-4 of the diagonal.
