@@ -133,3 +133,22 @@ def test_fast_preset_fits_the_sphere_on_cuda():
     assert field.report["encoding"] == "hashgrid" and field.report["precision"] == "bfloat16"
     figures = compare_meshes(mesh, extract_isosurface(field, 128), samples=10_000)
     assert figures["chamfer_l1"] < 3e-4
+
+
+def test_adaptive_extraction_on_cuda_matches_dense_for_a_hash_grid_field():
+    from scipy.spatial import cKDTree
+
+    from neural_field_addon.core.config import preset_configs, with_overrides
+    from neural_field_addon.core.extraction import extract_isosurface
+    from neural_field_addon.core.geometry import TriangleMesh
+    from neural_field_addon.core.training import fit_field
+
+    mesh = TriangleMesh(*torus(1.0, 0.35))
+    field_config, train_config = preset_configs("fast", "cuda")
+    field = fit_field(mesh, field_config, with_overrides(train_config, {"steps": 300, "device": "cuda"}))
+    adaptive = extract_isosurface(field, 160)
+    dense = extract_isosurface(field, 160, method="dense")
+    assert (len(adaptive.vertices), len(adaptive.faces)) == (len(dense.vertices), len(dense.faces))
+    gap = max(cKDTree(dense.vertices).query(adaptive.vertices)[0].max(),
+              cKDTree(adaptive.vertices).query(dense.vertices)[0].max())
+    assert gap <= 1e-5 * dense.diagonal

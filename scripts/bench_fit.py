@@ -36,6 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
+from bench_docs import replace_section  # noqa: E402
 
 from neural_field_addon.core.config import FieldConfig, TrainConfig, preset_configs  # noqa: E402
 from neural_field_addon.core.devices import describe_device, resolve_device  # noqa: E402
@@ -218,18 +219,6 @@ def markdown(results, args, device_name, step_ms, compile_seconds) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_docs(path: str, section: str) -> None:
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
-    if MARK_START in text and MARK_END in text:
-        before, rest = text.split(MARK_START, 1)
-        text = before + section.rstrip("\n") + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## Fit benchmark (`scripts/bench_fit.py`)\n\n" + section
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
@@ -268,7 +257,7 @@ def main() -> int:
     section = markdown(results, args, describe_device(device), step_ms, compile_seconds)
     print(section)
     if args.docs:
-        write_docs(args.docs, section)
+        replace_section(args.docs, MARK_START, MARK_END, section, "## Fit benchmark (`scripts/bench_fit.py`)")
     return 0
 
 

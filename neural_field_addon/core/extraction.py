@@ -36,7 +36,7 @@ import torch
 
 from .field import NeuralField
 from .geometry import TriangleMesh
-from .marching import march_tiles, weld
+from .marching import march_tiles
 
 # Cells per tile side: small tiles hug the surface (fewer samples), large ones march in fewer,
 # bigger batches; the best trade differs between the CPU and a GPU (docs/BENCHMARKS.md).
@@ -254,6 +254,7 @@ def _extract_adaptive(field, grid: _Grid, tile: int, lipschitz, workers, progres
     start = time.perf_counter()
     store = _SampleStore(field, grid, tile, tiles_per_axis)
     tiles = _close_surface(store, active)
+    tiles = _crossing(store, tiles)
     report.tiles = len(tiles)
     report.evaluated += store.evaluated
     report.seconds["evaluate"] = time.perf_counter() - start
@@ -264,7 +265,7 @@ def _extract_adaptive(field, grid: _Grid, tile: int, lipschitz, workers, progres
     pieces = march_tiles(store.blocks, store.tile, tiles, grid.iso, shape, workers, progress)
     report.seconds["march"] = time.perf_counter() - start
     start = time.perf_counter()
-    positions, faces = weld(pieces)
+    positions, faces = _weld(pieces, grid.device)
     report.seconds["weld"] = time.perf_counter() - start
     if len(faces) == 0:
         raise EmptySurfaceError(f"the field has no surface at level {report.level:g} inside its box")
@@ -371,6 +372,8 @@ class _SampleStore:
     """Sample values held by their owner tiles: tile t owns extended samples t * tile + [0, tile)^3.
     Each sample is evaluated once, when a tile that needs it asks for it."""
 
+    OWNER_CHUNK = 1 << 14
+
     def __init__(self, field, grid: _Grid, tile: int, tiles_per_axis: np.ndarray):
         self.field, self.grid, self.tile = field, grid, tile
         self.device = grid.device
@@ -407,7 +410,7 @@ class _SampleStore:
         slots = self.slot[owners[:, 0], owners[:, 1], owners[:, 2]]
         missing = owners[slots < 0]
         if len(missing):
-            missing = torch.unique(missing, dim=0)
+            missing = _unique_rows(missing, self.slot.shape)[0]
             first = len(self.values)
             self.slot[missing[:, 0], missing[:, 1], missing[:, 2]] = torch.arange(
                 first, first + len(missing), device=self.device
@@ -421,7 +424,14 @@ class _SampleStore:
         """Evaluate every not yet known sample of the given active tiles; `active` is the grid of all
         active tiles (those sharing samples with `tiles` decide which faces an owner provides)."""
         corners = torch.as_tensor(_CORNERS, device=self.device)
-        owners = torch.unique((tiles[:, None, :] + corners[None]).reshape(-1, 3), dim=0)
+        owners = _unique_rows((tiles[:, None, :] + corners[None]).reshape(-1, 3), self.slot.shape)[0]
+        # In chunks of owners, so the sample coordinates and positions of a 2048^3 band never
+        # exist all at once (tens of GB).
+        for start in range(0, len(owners), self.OWNER_CHUNK):
+            self._provide_owners(active, owners[start : start + self.OWNER_CHUNK])
+
+    def _provide_owners(self, active: torch.Tensor, owners: torch.Tensor) -> None:
+        corners = torch.as_tensor(_CORNERS, device=self.device)
         code = torch.zeros(len(owners), dtype=torch.int64, device=self.device)
         for d in range(8):
             source = owners - corners[d]
@@ -477,7 +487,36 @@ def _close_surface(store: _SampleStore, active: torch.Tensor) -> torch.Tensor:
                 grown.append(neighbours[inside])
         grown = torch.cat(grown) if grown else new[:0]
         grown = grown[~active[grown[:, 0], grown[:, 1], grown[:, 2]]]
-        new = torch.unique(grown, dim=0)
+        new = _unique_rows(grown, active.shape)[0] if len(grown) else grown
         if len(new):
             active[new[:, 0], new[:, 1], new[:, 2]] = True
     return active.nonzero()
+
+
+def _crossing(store: _SampleStore, tiles: torch.Tensor) -> torch.Tensor:
+    """The tiles with samples on both sides of the level: the only ones marching cubes makes
+    triangles in (the band around them has none)."""
+    keep = []
+    for start in range(0, len(tiles), 1 << 14):
+        below = (store.blocks(tiles[start : start + (1 << 14)]) < store.grid.iso).flatten(1)
+        keep.append(below.any(dim=1) & ~below.all(dim=1))
+    return tiles[torch.cat(keep)] if keep else tiles
+
+
+def _weld(pieces, device) -> tuple[np.ndarray, np.ndarray]:
+    """One indexed mesh from the marched batches, on the field's device: vertices with the same
+    edge key merged, degenerate faces dropped. Returns positions (v, 3) float64 in extended sample
+    units and faces (f, 3) int64."""
+    keys = torch.from_numpy(np.concatenate([p[0] for p in pieces])).to(device)
+    positions = torch.from_numpy(np.concatenate([p[1] for p in pieces])).to(device)
+    offsets = np.cumsum([0] + [len(p[0]) for p in pieces[:-1]])
+    faces = torch.from_numpy(np.concatenate([p[2].astype(np.int64) + o for p, o in zip(pieces, offsets)])).to(device)
+    if len(keys) == 0:
+        return np.empty((0, 3)), np.empty((0, 3), dtype=np.int64)
+    unique, inverse = torch.unique(keys, return_inverse=True)
+    first = torch.full((len(unique),), len(keys), dtype=torch.int64, device=device)
+    first = first.scatter_reduce(0, inverse, torch.arange(len(keys), device=device), reduce="amin")
+    faces = inverse[faces]
+    keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
+    return positions[first].double().cpu().numpy(), faces[keep].cpu().numpy()
+

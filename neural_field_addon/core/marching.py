@@ -15,9 +15,10 @@ import os
 
 import numpy as np
 
-# Packed batches hold at most this many tiles per side (16^3 tiles of 9^3 samples is 12 MB),
-# which keeps packed coordinates below 2^8 and their float32 rounding below 2^-15 of a cell.
-SLOTS = 16
+# Packed batches hold at most this many tiles per side (12^3 tiles of 9^3 samples is 5 MB: small
+# enough to spread over the workers), which keeps packed coordinates below 2^8 and their float32
+# rounding below 2^-15 of a cell.
+SLOTS = 12
 
 _POOL = None
 
@@ -37,9 +38,9 @@ def _worker_pool(workers: int):
 
 def default_workers(batches: int) -> int:
     """Processes for marching `batches` packed batches: none beside this one on a small machine
-    or a small job (a pool's start would cost more than it saves), else up to 8."""
+    or a small job (a pool's start would cost more than it saves), else one per spare core."""
     cores = os.cpu_count() or 1
-    return 1 if cores < 4 or batches < 4 else min(cores - 1, 8)
+    return 1 if cores < 4 or batches < 4 else min(cores - 1, 16)
 
 
 def march_tiles(blocks, tile: int, tiles, iso: float, shape, workers=None, progress=None):
@@ -61,19 +62,28 @@ def march_tiles(blocks, tile: int, tiles, iso: float, shape, workers=None, progr
             if progress:
                 progress(index + 1, total)
         return pieces
-    pool = _worker_pool(workers)
-    futures = [pool.submit(march_packed, values, origin, tile, iso, shape) for values, origin in inputs()]
-    for index, future in enumerate(futures):
-        pieces.append(future.result())
-        if progress:
-            progress(index + 1, total)
-    return pieces
+    global _POOL
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        pool = _worker_pool(workers)
+        futures = [pool.submit(march_packed, values, origin, tile, iso, shape) for values, origin in inputs()]
+        for index, future in enumerate(futures):
+            pieces.append(future.result())
+            if progress:
+                progress(index + 1, total)
+        return pieces
+    except BrokenProcessPool:
+        # Workers that cannot start (a __main__ read from stdin cannot be re-imported by them):
+        # march here instead.
+        _POOL = None
+        return march_tiles(blocks, tile, tiles, iso, shape, 1, progress)
 
 
 def march_packed(values: np.ndarray, tiles: np.ndarray, tile: int, iso: float, shape):
     """Marching cubes over tiles (k, tile + 1, tile + 1, tile + 1) packed side by side into one
-    array. Returns edge keys (v,), positions (v, 3) in extended sample units, float64, and faces
-    (f, 3) indexing them; a vertex's key names the grid edge it lies on (or the sample it sits on)."""
+    array. Returns edge keys (v,), positions (v, 3) in extended sample units, float32, and faces
+    (f, 3) int32 indexing them; a vertex's key names the grid edge it lies on (or the sample it sits on)."""
     from skimage.measure import marching_cubes
 
     count, side = len(values), tile + 1
@@ -89,7 +99,7 @@ def march_packed(values: np.ndarray, tiles: np.ndarray, tile: int, iso: float, s
         # scikit-image marches the cell whose far corner the mask marks: the first sample of a
         # tile stays unmarked, so no cell spans two packed tiles.
         mask[x + 1 : x + side, y + 1 : y + side, z + 1 : z + side] = True
-    empty = (np.empty(0, np.int64), np.empty((0, 3)), np.empty((0, 3), np.int64))
+    empty = (np.empty(0, np.int64), np.empty((0, 3), np.float32), np.empty((0, 3), np.int32))
     try:
         vertices, faces, _, _ = marching_cubes(packed, level=iso, mask=mask, allow_degenerate=True)
     except (ValueError, RuntimeError):  # no sample on one side of the level
@@ -104,7 +114,9 @@ def march_packed(values: np.ndarray, tiles: np.ndarray, tile: int, iso: float, s
     origin = tiles[owner] * tile
     lower = origin + key[:, :3]
     keys = np.ravel_multi_index(lower.T, shape) * 4 + key[:, 3]
-    return keys, origin + position, faces.astype(np.int64)
+    # float32 positions (2^-13 of a cell at 2048 samples) and int32 faces halve what travels back
+    # from the workers.
+    return keys, (origin + position).astype(np.float32), faces.astype(np.int32)
 
 
 def _edges(packed, base, local, iso, tile):
@@ -150,17 +162,3 @@ def _edges(packed, base, local, iso, tile):
         t = np.clip((iso - v0) / (v1 - v0), 0.0, 1.0)
         position[edge, a] += t
     return np.concatenate([lower, axis[:, None]], axis=1), position
-
-
-def weld(pieces):
-    """One indexed mesh from the batches: vertices with the same key merged, degenerate faces dropped."""
-    keys = np.concatenate([p[0] for p in pieces])
-    positions = np.concatenate([p[1] for p in pieces])
-    offsets = np.cumsum([0] + [len(p[0]) for p in pieces[:-1]])
-    faces = np.concatenate([p[2] + o for p, o in zip(pieces, offsets)])
-    if len(keys) == 0:
-        return positions, faces
-    unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    faces = inverse[faces]
-    keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
-    return positions[first], faces[keep]
