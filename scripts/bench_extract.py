@@ -103,6 +103,14 @@ def extract_once(field, resolution: int, method: str, device: str):
                   "vertices": len(mesh.vertices), "faces": len(mesh.faces)}
 
 
+def bad_edges(faces: np.ndarray, device: str) -> int:
+    """Edges not shared by exactly two faces (0 for a closed manifold surface)."""
+    faces = torch.from_numpy(faces).to(device)
+    edges = torch.sort(torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), dim=1).values
+    _, counts = torch.unique(edges[:, 0] * (int(faces.max()) + 1) + edges[:, 1], return_counts=True)
+    return int((counts != 2).sum())
+
+
 def bench(field, resolution: int, method: str, device: str, repeats: int):
     runs = []
     for _ in range(repeats):
@@ -113,6 +121,7 @@ def bench(field, resolution: int, method: str, device: str, repeats: int):
     chosen = min(runs, key=lambda r: abs(r["seconds"] - median))
     chosen["host"] = max(r["host"] for r in runs)
     chosen["gpu"] = max(r["gpu"] for r in runs)
+    chosen["bad_edges"] = bad_edges(mesh.faces, device)
     return mesh, chosen
 
 
@@ -133,8 +142,8 @@ def markdown(rows, agreement, args, device_name, field_note) -> str:
         f"`python scripts/bench_extract.py {' '.join(sys.argv[1:])}`. {field_note} Median of "
         f"{args.repeats} runs after a warm-up; memory is the peak above the start.",
         "",
-        "| method | resolution | samples | evaluated | faces | total | classify | evaluate | march | weld | GPU memory | host memory |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | resolution | samples | evaluated | faces | edges not in 2 faces | total | classify | evaluate | march | weld | GPU memory | host memory |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, resolution, run in rows:
         report = run["report"]
@@ -144,6 +153,7 @@ def markdown(rows, agreement, args, device_name, field_note) -> str:
         lines.append(
             f"| {method} | {resolution} | {'x'.join(map(str, report.samples))} | "
             f"{report.evaluated / 1e6:.1f} M ({100 * report.evaluated / dense:.1f}%) | {run['faces']:,} | "
+            f"{run['bad_edges']} | "
             f"**{run['seconds']:.3f} s** | {cell('classify')} | {cell('evaluate')} | {cell('march')} | "
             f"{cell('weld')} | {run['gpu'] / 2**30:.2f} GB | {run['host'] / 2**30:.2f} GB |"
         )

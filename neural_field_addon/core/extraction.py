@@ -42,6 +42,12 @@ from .marching import march_tiles
 # bigger batches; the best trade differs between the CPU and a GPU (docs/BENCHMARKS.md).
 TILE = {"cpu": 4, "cuda": 8}
 METHODS = ("adaptive", "dense")
+# Sample values are kept at least this many cells' worth (times h, in field units) away from the
+# level: a vertex then never lies within float32 rounding of a sample, so its grid edge is exact
+# (see marching._edges). It moves vertices by at most 1e-4 of a cell over a unit gradient.
+LEVEL_MARGIN = 1e-4
+# Cells whose corners are evaluated together in the classification.
+CELL_CHUNK = 1 << 19
 # The Lipschitz bound used is this factor times the largest gradient norm measured near the level.
 LIPSCHITZ_SAFETY = 1.25
 
@@ -178,6 +184,17 @@ class _Grid:
     # The range of the field values evaluated so far (border samples excluded).
     seen: tuple = (float("inf"), float("-inf"))
 
+    def away_from_level(self, values):
+        """Values (tensor or array) moved to at least LEVEL_MARGIN * h from the level, keeping
+        their side (a value on the level counts as outside, as marching cubes has it)."""
+        margin = LEVEL_MARGIN * self.h
+        if isinstance(values, np.ndarray):
+            near = np.abs(values - self.iso) < margin
+            values[near] = np.where(values[near] < self.iso, self.iso - margin, self.iso + margin)
+            return values
+        near = (values - self.iso).abs() < margin
+        return torch.where(near, torch.where(values < self.iso, self.iso - margin, self.iso + margin), values)
+
     @property
     def outside(self) -> float:
         """The value of the border samples: just outside the level."""
@@ -199,7 +216,7 @@ class _Grid:
         values = torch.full((len(samples),), self.outside, dtype=torch.float32, device=samples.device)
         if bool(inside.any()):
             chunk = 1 << 20 if samples.device.type == "cuda" else 1 << 16
-            found = field.evaluate_field_space(self.positions(samples[inside]), chunk=chunk)
+            found = self.away_from_level(field.evaluate_field_space(self.positions(samples[inside]), chunk=chunk))
             values[inside] = found
             self.seen = (min(self.seen[0], float(found.min())), max(self.seen[1], float(found.max())))
         return values
@@ -226,7 +243,7 @@ def _extract_dense(field, grid: _Grid, axes, report: ExtractionReport):
     from skimage.measure import marching_cubes
 
     start = time.perf_counter()
-    values = evaluate_grid(field, axes)
+    values = grid.away_from_level(evaluate_grid(field, axes))
     report.evaluated = values.size
     report.seconds["evaluate"] = time.perf_counter() - start
     _no_surface(float(values.min()), float(values.max()), grid, field, report.level)
@@ -327,29 +344,45 @@ def _classify(field, grid: _Grid, tile: int, tiles_per_axis: np.ndarray, lipschi
     ).reshape(-1, 3)
     occupancy = field.config.kind == "occupancy"
     bound = lipschitz
-    for index, size in enumerate(sizes):
-        lower = cells * size
-        samples = torch.minimum(torch.clamp((lower[:, None, :] + corners[None] * size).reshape(-1, 3), min=1), counts)
-        unique, inverse = _unique_rows(samples, shape)
+
+    def corner_values(part, size):
+        """Values (k, 8) - level at the corners of cells, clamped onto the box; each corner shared
+        by cells of the part is evaluated once."""
+        nonlocal bound
+        samples = (part[:, None, :] * size + corners[None] * size).reshape(-1, 3)
+        unique, inverse = _unique_rows(torch.minimum(torch.clamp(samples, min=1), counts), shape)
         values = grid.evaluate(field, unique)
         report.evaluated += len(unique)
         if not occupancy and bound is None:
             bound = _estimate_lipschitz(field, grid, unique, values)
-        v = values[inverse].reshape(-1, 8) - grid.iso
-        low, high = v.min(dim=1).values, v.max(dim=1).values
-        crosses = (low < 0) & (high >= 0)
-        border = ((lower <= 0) | (lower + size >= counts + 1)).any(dim=1)
+        return values[inverse].reshape(-1, 8) - grid.iso
+
+    for index, size in enumerate(sizes):
+        kept = []
+        # Cells in linear order and in chunks: corners shared within a chunk are evaluated once,
+        # and the finest levels of a 2048^3 grid never hold all their corners at once.
+        for start in range(0, len(cells), CELL_CHUNK):
+            part = cells[start : start + CELL_CHUNK]
+            v = corner_values(part, size)
+            low, high = v.min(dim=1).values, v.max(dim=1).values
+            crosses = (low < 0) & (high >= 0)
+            lower = part * size
+            border = ((lower <= 0) | (lower + size >= counts + 1)).any(dim=1)
+            if occupancy:
+                kept.append(part[crosses | (border & (low < 0))])
+            else:
+                reach = bound * math.sqrt(3.0) / 2.0 * size * grid.h
+                kept.append(part[crosses | (v.abs().min(dim=1).values <= reach) | (border & (low <= reach))])
+        keep = torch.cat(kept)
         if occupancy:
-            keep = _dilate(cells[crosses | (border & (low < 0))], -(-extent // size))
-        else:
-            reach = bound * math.sqrt(3.0) / 2.0 * size * grid.h
-            keep = cells[crosses | (v.abs().min(dim=1).values <= reach) | (border & (low <= reach))]
+            keep = _dilate(keep, -(-extent // size))
         if index + 1 == len(sizes):
             break
         ratio = size // sizes[index + 1]  # 2
         children = (keep[:, None, :] * ratio + corners[None]).reshape(-1, 3)
-        finer = torch.as_tensor(-(-extent // sizes[index + 1]), device=device)
-        cells = children[(children < finer).all(dim=1)]
+        finer = -(-extent // sizes[index + 1])
+        children = children[(children < torch.as_tensor(finer, device=device)).all(dim=1)]
+        cells = _unique_rows(children, finer)[0] if len(children) else children
     active = torch.zeros(tuple(int(d) for d in tiles_per_axis), dtype=torch.bool, device=device)
     tiles = torch.div(keep * sizes[-1], tile, rounding_mode="floor")
     if len(tiles):
@@ -382,6 +415,7 @@ class _SampleStore:
         self.slot = torch.full(owners, -1, dtype=torch.int64, device=self.device)
         self.values = torch.empty((0, tile**3), dtype=torch.float32, device=self.device)
         self.known = torch.empty((0, tile**3), dtype=torch.bool, device=self.device)
+        self.used = 0  # slots in use; the arrays hold spare capacity beyond
         self.evaluated = 0
         local = torch.arange(tile + 1, device=self.device)
         block = torch.stack(torch.meshgrid(local, local, local, indexing="ij"), dim=-1).reshape(-1, 3)
@@ -411,12 +445,17 @@ class _SampleStore:
         missing = owners[slots < 0]
         if len(missing):
             missing = _unique_rows(missing, self.slot.shape)[0]
-            first = len(self.values)
+            first = self.used
+            self.used += len(missing)
+            if self.used > len(self.values):  # grow by half again: amortised copies
+                capacity = max(self.used, len(self.values) * 3 // 2)
+                values = self.values.new_empty((capacity, self.tile**3))
+                known = self.known.new_zeros((capacity, self.tile**3))
+                values[:first], known[:first] = self.values[:first], self.known[:first]
+                self.values, self.known = values, known
             self.slot[missing[:, 0], missing[:, 1], missing[:, 2]] = torch.arange(
-                first, first + len(missing), device=self.device
+                first, self.used, device=self.device
             )
-            self.values = torch.cat([self.values, self.values.new_empty((len(missing), self.tile**3))])
-            self.known = torch.cat([self.known, self.known.new_zeros((len(missing), self.tile**3))])
             slots = self.slot[owners[:, 0], owners[:, 1], owners[:, 2]]
         return slots
 

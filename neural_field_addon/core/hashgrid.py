@@ -8,7 +8,8 @@ are the trilinear interpolation of its cell's eight vertices, per level, concate
 
 All levels live in one parameter `table` of shape (entries, F); `level_offset[l]` is where
 level l begins, so dense levels cost only what they use (as in tiny-cuda-nn). This module is
-the reference; `hashgrid_triton` computes the same function in one fused kernel on CUDA.
+the reference; `hashgrid_triton` computes the same function in one fused kernel on CUDA, and
+`hashgrid_cpu` in a Numba kernel for inference on the CPU.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class HashGridEncoding(nn.Module):
         # Instant-NGP's initialisation: small uniform values, so the MLP first sees ~zero features.
         self.table = nn.Parameter((torch.rand(total, features, generator=generator) * 2.0 - 1.0) * 1e-4)
         self.out_dim = levels * features
-        self.use_kernel = True  # the fused Triton kernel on CUDA where it is available
+        # Fused kernels where available: Triton on CUDA; Numba on the CPU for inference only.
+        self.use_kernel = True
 
     def level_tensor(self, device) -> torch.Tensor:
         """(levels, 4) int64: resolution, entries, offset, dense flag (for the kernel)."""
@@ -74,7 +76,18 @@ class HashGridEncoding(nn.Module):
             from .hashgrid_triton import hashgrid_encode
 
             return hashgrid_encode(self, points)
+        if self.use_kernel and self._cpu_inference(points) and _numba_available():
+            from .hashgrid_cpu import hashgrid_encode_cpu
+
+            return hashgrid_encode_cpu(self, points)
         return encode_reference(self, points)
+
+    def _cpu_inference(self, points: torch.Tensor) -> bool:
+        """Whether the Numba kernel may serve this call: on the CPU, no gradient wanted (it has no
+        backward, so training and field gradients keep the reference) and a float32 table (its
+        output is float32; a `.double()` network keeps the reference's float64)."""
+        needs_grad = torch.is_grad_enabled() and (points.requires_grad or self.table.requires_grad)
+        return points.device.type == "cpu" and not needs_grad and self.table.dtype == torch.float32
 
 
 @functools.lru_cache(maxsize=None)
@@ -82,6 +95,13 @@ def _triton_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("triton") is not None
+
+
+@functools.lru_cache(maxsize=None)
+def _numba_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("numba") is not None
 
 
 def encode_reference(grid: HashGridEncoding, points: torch.Tensor) -> torch.Tensor:

@@ -120,37 +120,14 @@ def march_packed(values: np.ndarray, tiles: np.ndarray, tile: int, iso: float, s
 
 
 def _edges(packed, base, local, iso, tile):
-    """The grid edge (lower sample, axis 0-2; axis 3 for a vertex on a sample) of each vertex, and
-    its position recomputed from the two sample values, both in tile-local units."""
+    """The grid edge (lower sample, axis 0-2) of each vertex and its position recomputed from the
+    edge's two sample values, both in tile-local units. Sample values keep a margin from the level
+    (extraction.LEVEL_MARGIN), so no vertex sits within float32 rounding of a sample: exactly two
+    of its packed coordinates are integers, and the third names the edge. Axis 3 (a vertex on a
+    sample) remains only for a field that changes by 10^4 cells' worth across one cell."""
     integral = local == np.round(local)
     lower = np.floor(local).astype(np.int64)
     axis = np.where(integral.sum(axis=1) == 3, 3, np.argmin(integral, axis=1))
-    # A vertex whose float32 position rounded onto a sample: find the one incident edge that
-    # crosses the level; several (a sample next to a sliver thinner than the rounding) keep it
-    # on the sample, where every tile puts it too.
-    on_sample = np.nonzero(axis == 3)[0]
-    if len(on_sample):
-        at = lower[on_sample]
-        below = packed[tuple((base[on_sample] + at).T)] < iso
-        found = np.full(len(on_sample), 3)
-        start = at.copy()
-        hits = np.zeros(len(on_sample), dtype=np.int64)
-        for a in range(3):
-            for direction in (-1, 1):
-                other = at.copy()
-                other[:, a] += direction
-                valid = (other[:, a] >= 0) & (other[:, a] <= tile)
-                index = base[on_sample] + np.clip(other, 0, tile)
-                crosses = valid & ((packed[tuple(index.T)] < iso) != below)
-                hits += crosses
-                found = np.where(crosses, a, found)
-                if direction < 0:
-                    start[:, a] = np.where(crosses, other[:, a], start[:, a])
-        single = hits == 1
-        axis[on_sample[single]] = found[single]
-        lower[on_sample[single]] = start[single]
-        # the start moved only on the found axis; reset the others for vertices with several hits
-        lower[on_sample[~single]] = at[~single]
     edge = np.nonzero(axis < 3)[0]
     position = lower.astype(np.float64)
     if len(edge):
