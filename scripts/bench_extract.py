@@ -12,7 +12,7 @@ end-to-end time (field evaluation, marching cubes, welding, the mesh in object c
 the host), its phases, the samples evaluated as a share of the dense grid, and the peak memory
 above the start: GPU (torch's allocator) and host (this process plus the marching-cubes
 workers, sampled every 5 ms). At the --dense resolutions the dense path runs too and the two
-meshes are compared. The table is printed and replaces the bench_extract section of --docs.
+meshes are compared. The table is printed and replaces the device's bench_extract section of --docs.
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ from neural_field_addon.core.fieldfile import load_field, save_field  # noqa: E4
 from neural_field_addon.core.meshio import load_mesh  # noqa: E402
 from neural_field_addon.core.training import fit_field  # noqa: E402
 
-MARK_START, MARK_END = "<!-- bench_extract:start -->", "<!-- bench_extract:end -->"
+def markers(device: str) -> tuple[str, str]:
+    """One section per device kind, so a CPU run does not replace the GPU's table."""
+    return f"<!-- bench_extract:{device}:start -->", f"<!-- bench_extract:{device}:end -->"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -133,11 +135,12 @@ def compare(adaptive, dense) -> float:
     return gap / dense.diagonal
 
 
-def markdown(rows, agreement, args, device_name, field_note) -> str:
+def markdown(rows, agreement, args, device, field_note) -> str:
     today = datetime.date.today().isoformat()
+    start, end = markers(device)
     lines = [
-        MARK_START,
-        f"### Extraction ({device_name}, {today})",
+        start,
+        f"### Extraction ({describe_device(device)}, {today})",
         "",
         f"`python scripts/bench_extract.py {' '.join(sys.argv[1:])}`. {field_note} Median of "
         f"{args.repeats} runs after a warm-up; memory is the peak above the start.",
@@ -161,7 +164,7 @@ def markdown(rows, agreement, args, device_name, field_note) -> str:
         lines.append("")
         lines.append(f"At {resolution}, adaptive and dense give {'the same' if same else 'DIFFERENT'} vertex and "
                      f"face counts; the largest vertex distance between them is {gap:.1e} of the diagonal.")
-    lines.append(MARK_END)
+    lines.append(end)
     return "\n".join(lines) + "\n"
 
 
@@ -211,10 +214,10 @@ def main() -> int:
                 (len(adaptive.vertices), len(adaptive.faces)) == (len(dense.vertices), len(dense.faces)),
                 compare(adaptive, dense),
             )
-    section = markdown(rows, agreement, args, describe_device(device), note)
+    section = markdown(rows, agreement, args, device, note)
     print(section)
     if args.docs:
-        replace_section(args.docs, MARK_START, MARK_END, section, "## Extraction benchmark (`scripts/bench_extract.py`)")
+        replace_section(args.docs, *markers(device), section, "## Extraction benchmark (`scripts/bench_extract.py`)")
     return 0
 
 

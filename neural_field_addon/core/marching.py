@@ -15,10 +15,10 @@ import os
 
 import numpy as np
 
-# Packed batches hold at most this many tiles per side (12^3 tiles of 9^3 samples is 5 MB: small
+# Packed batches hold at most this many tiles per side (8^3 tiles of 9^3 samples is 1.5 MB: small
 # enough to spread over the workers), which keeps packed coordinates below 2^8 and their float32
 # rounding below 2^-15 of a cell.
-SLOTS = 12
+SLOTS = 8
 
 _POOL = None
 
