@@ -188,9 +188,8 @@ def _progress_text(message: dict, task_count: int) -> tuple[float, str]:
             f"{message.get('elapsed', 0.0):.0f} s elapsed, {message.get('remaining', 0.0):.0f} s left"
         )
     elif phase == "extract" and message.get("steps", 0) > 1:
-        step, steps = message.get("step", 0), message["steps"]
-        fraction = step / steps
-        label += f" {step}/{steps} blocks"
+        fraction = message.get("step", 0) / message["steps"]
+        label += f" {100 * fraction:.0f}%"
     elif phase in ("extract", "evaluate"):
         fraction = 1.0
     if task_count > 1:

@@ -167,7 +167,7 @@ def cmd_extract(args) -> dict:
     try:
         mesh = extract_isosurface(
             field, resolution=args.resolution, level=args.level, method=args.method, report=report,
-            progress=lambda done, total: bar.update({"phase": "extract", "step": done, "steps": total}),
+            progress=lambda fraction: bar.update({"phase": "extract", "step": round(100 * fraction), "steps": 100}),
         )
     finally:
         bar.close()

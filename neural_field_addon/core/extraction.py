@@ -42,9 +42,11 @@ from .marching import march_tiles
 # bigger batches; the best trade differs between the CPU and a GPU (docs/BENCHMARKS.md).
 TILE = {"cpu": 4, "cuda": 8}
 METHODS = ("adaptive", "dense")
+# Largest dense grid, in bytes of float32 values: the reference path holds the whole grid.
+DENSE_LIMIT = 2 << 30
 # Sample values are kept at least this many cells' worth (times h, in field units) away from the
-# level: a vertex then never lies within float32 rounding of a sample, so its grid edge is exact
-# (see marching._edges). It moves vertices by at most 1e-4 of a cell over a unit gradient.
+# level, so a distance field's vertices do not land within float32 rounding of a sample, where
+# marching._edges would merge them (it moves vertices by at most 1e-4 of a cell).
 LEVEL_MARGIN = 1e-4
 # Cells whose corners are evaluated together in the classification.
 CELL_CHUNK = 1 << 19
@@ -116,8 +118,9 @@ def extract_isosurface(
     narrow band, memory growing with the surface) or "dense" (every grid sample; the reference).
     `tile` is the cells per tile side (default by device, TILE); `lipschitz` overrides the
     measured bound of a signed-distance field; `workers` the number of
-    marching-cubes processes; `progress(done, total)` is called as batches finish; a given
-    `report` is filled in. Raises EmptySurfaceError if the field has no surface at that level.
+    marching-cubes processes; `progress(fraction)` is called as the work advances (0 to 1); a
+    given `report` is filled in. Raises EmptySurfaceError if the field has no surface at that
+    level, and ValueError for a dense grid too large to hold (DENSE_LIMIT).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
@@ -141,6 +144,12 @@ def extract_isosurface(
         device=field.device,
     )
     report.samples = tuple(int(c) for c in grid.counts)
+    if method == "dense" and np.prod(grid.counts.astype(np.float64)) * 4 > DENSE_LIMIT:
+        raise ValueError(
+            f"a dense {'x'.join(map(str, report.samples))} grid needs "
+            f"{np.prod(grid.counts.astype(np.float64)) * 4 / 2**30:.1f} GB of memory; use the adaptive method, "
+            "which evaluates only a band around the surface"
+        )
     if method == "dense":
         positions, faces = _extract_dense(field, grid, axes, report)
     else:
@@ -262,15 +271,24 @@ def _extract_dense(field, grid: _Grid, axes, report: ExtractionReport):
 _CORNERS = np.array([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)], dtype=np.int64)
 
 
+def _stage(progress, start: float, end: float):
+    """A (done, total) callback reporting `progress` between the fractions start and end."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(start + (end - start) * done / max(1, total))
+
+
 def _extract_adaptive(field, grid: _Grid, tile: int, lipschitz, workers, progress, report):
     start = time.perf_counter()
     tiles_per_axis = (grid.counts + 1 + tile - 1) // tile  # cells e in [0, n] per axis
-    active, report.lipschitz = _classify(field, grid, tile, tiles_per_axis, lipschitz, report)
+    active, report.lipschitz = _classify(
+        field, grid, tile, tiles_per_axis, lipschitz, report, _stage(progress, 0.0, 0.1)
+    )
     report.seconds["classify"] = time.perf_counter() - start
 
     start = time.perf_counter()
     store = _SampleStore(field, grid, tile, tiles_per_axis)
-    tiles = _close_surface(store, active)
+    tiles = _close_surface(store, active, _stage(progress, 0.1, 0.5))
     tiles = _crossing(store, tiles)
     report.tiles = len(tiles)
     report.evaluated += store.evaluated
@@ -279,11 +297,13 @@ def _extract_adaptive(field, grid: _Grid, tile: int, lipschitz, workers, progres
 
     start = time.perf_counter()
     shape = (grid.counts + 2 + tile).astype(np.int64)
-    pieces = march_tiles(store.blocks, store.tile, tiles, grid.iso, shape, workers, progress)
+    pieces = march_tiles(store.blocks, store.tile, tiles, grid.iso, shape, workers, _stage(progress, 0.5, 0.95))
     report.seconds["march"] = time.perf_counter() - start
     start = time.perf_counter()
     positions, faces = _weld(pieces, grid.device)
     report.seconds["weld"] = time.perf_counter() - start
+    if progress:
+        progress(1.0)
     if len(faces) == 0:
         raise EmptySurfaceError(f"the field has no surface at level {report.level:g} inside its box")
     return positions, faces
@@ -325,7 +345,7 @@ def _unique_rows(points: torch.Tensor, shape) -> tuple[torch.Tensor, torch.Tenso
 
 
 @torch.no_grad()
-def _classify(field, grid: _Grid, tile: int, tiles_per_axis: np.ndarray, lipschitz, report):
+def _classify(field, grid: _Grid, tile: int, tiles_per_axis: np.ndarray, lipschitz, report, progress=None):
     """Boolean grid over tiles: those the level set (or the cap over the box) can pass through,
     and the Lipschitz bound used. The octree goes below the
     tile, to cells of two samples, so the band kept is about as thin as the bound allows."""
@@ -373,9 +393,11 @@ def _classify(field, grid: _Grid, tile: int, tiles_per_axis: np.ndarray, lipschi
             else:
                 reach = bound * math.sqrt(3.0) / 2.0 * size * grid.h
                 kept.append(part[crosses | (v.abs().min(dim=1).values <= reach) | (border & (low <= reach))])
-        keep = torch.cat(kept)
+        keep = torch.cat(kept) if kept else cells[:0]
         if occupancy:
             keep = _dilate(keep, -(-extent // size))
+        if progress:
+            progress(index + 1, len(sizes))
         if index + 1 == len(sizes):
             break
         ratio = size // sizes[index + 1]  # 2
@@ -459,7 +481,7 @@ class _SampleStore:
             slots = self.slot[owners[:, 0], owners[:, 1], owners[:, 2]]
         return slots
 
-    def provide(self, active: torch.Tensor, tiles: torch.Tensor) -> None:
+    def provide(self, active: torch.Tensor, tiles: torch.Tensor, progress=None) -> None:
         """Evaluate every not yet known sample of the given active tiles; `active` is the grid of all
         active tiles (those sharing samples with `tiles` decide which faces an owner provides)."""
         corners = torch.as_tensor(_CORNERS, device=self.device)
@@ -468,6 +490,8 @@ class _SampleStore:
         # exist all at once (tens of GB).
         for start in range(0, len(owners), self.OWNER_CHUNK):
             self._provide_owners(active, owners[start : start + self.OWNER_CHUNK])
+            if progress:
+                progress(min(len(owners), start + self.OWNER_CHUNK), len(owners))
 
     def _provide_owners(self, active: torch.Tensor, owners: torch.Tensor) -> None:
         corners = torch.as_tensor(_CORNERS, device=self.device)
@@ -503,15 +527,18 @@ class _SampleStore:
         return self.values[slots, self.block_local[None].expand_as(slots)].reshape(-1, side, side, side)
 
 
-def _close_surface(store: _SampleStore, active: torch.Tensor) -> torch.Tensor:
+def _close_surface(store: _SampleStore, active: torch.Tensor, progress=None) -> torch.Tensor:
     """Evaluate the active tiles, then add every neighbour the surface crosses into, until none is
     missing. Returns the coordinates (k, 3) of the tiles to march."""
     device = store.device
     grid = store.grid
     new = active.nonzero()
     faces = [(axis, side) for axis in range(3) for side in (0, store.tile)]
+    first = True
     while len(new):
-        store.provide(active, new)
+        # The first round holds nearly all the work; later ones add the few tiles it missed.
+        store.provide(active, new, progress if first else None)
+        first = False
         grown = []
         for start in range(0, len(new), 1 << 14):
             part = new[start : start + (1 << 14)]

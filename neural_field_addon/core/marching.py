@@ -15,10 +15,17 @@ import os
 
 import numpy as np
 
-# Packed batches hold at most this many tiles per side (8^3 tiles of 9^3 samples is 1.5 MB: small
-# enough to spread over the workers), which keeps packed coordinates below 2^8 and their float32
-# rounding below 2^-15 of a cell.
-SLOTS = 8
+# Packed tiles start at sample ORIGIN and end before 2 * ORIGIN on every axis, so all packed
+# coordinates share one float32 exponent: a vertex's float32 coordinate then rounds the same way
+# (to 2^-17 of a cell) in every tile that makes it, and its edge key is the same. The samples
+# before ORIGIN are masked out.
+ORIGIN = 64
+
+
+def slots_per_side(tile: int) -> int:
+    """Tiles per side of a packed batch: as many as fit between ORIGIN and 2 * ORIGIN (7 for
+    tiles of 8 cells: 343 per batch, 8 MB)."""
+    return max(1, ORIGIN // (tile + 1))
 
 _POOL = None
 
@@ -47,7 +54,7 @@ def march_tiles(blocks, tile: int, tiles, iso: float, shape, workers=None, progr
     """Marching cubes over tiles in packed batches. `blocks(batch)` gives the sample values of a
     batch of tile coordinates (a torch tensor) as a tensor (k, tile + 1, tile + 1, tile + 1).
     Returns the per-batch (keys, positions, faces) for `weld`."""
-    per_batch = SLOTS**3
+    per_batch = slots_per_side(tile) ** 3
     batches = [tiles[start : start + per_batch] for start in range(0, len(tiles), per_batch)]
     workers = default_workers(len(batches)) if workers is None else max(1, int(workers))
     total, pieces = len(batches), []
@@ -90,11 +97,13 @@ def march_packed(values: np.ndarray, tiles: np.ndarray, tile: int, iso: float, s
     slots = max(1, int(math.ceil(count ** (1.0 / 3.0) - 1e-9)))
     while slots**3 < count:
         slots += 1
-    packed = np.full((slots * side,) * 3, iso + 1.0, dtype=np.float32)
+    if slots * side > ORIGIN:
+        raise ValueError(f"{count} tiles of {tile} cells do not fit one packed batch")
+    packed = np.full((ORIGIN + slots * side,) * 3, iso + 1.0, dtype=np.float32)
     mask = np.zeros_like(packed, dtype=bool)
     slot = np.stack(np.unravel_index(np.arange(count), (slots,) * 3), axis=1)
     for k in range(count):
-        x, y, z = slot[k] * side
+        x, y, z = ORIGIN + slot[k] * side
         packed[x : x + side, y : y + side, z : z + side] = values[k]
         # scikit-image marches the cell whose far corner the mask marks: the first sample of a
         # tile stays unmarked, so no cell spans two packed tiles.
@@ -106,11 +115,11 @@ def march_packed(values: np.ndarray, tiles: np.ndarray, tile: int, iso: float, s
         return empty
     if len(faces) == 0:
         return empty
-    coords = vertices.astype(np.float64)
+    coords = vertices.astype(np.float64) - ORIGIN
     which = np.minimum(np.floor(coords / side).astype(np.int64), slots - 1)
     local = coords - which * side
     owner = np.ravel_multi_index(which.T, (slots,) * 3)
-    key, position = _edges(packed, which * side, local, iso, tile)
+    key, position = _edges(packed, ORIGIN + which * side, local, iso, tile)
     origin = tiles[owner] * tile
     lower = origin + key[:, :3]
     keys = np.ravel_multi_index(lower.T, shape) * 4 + key[:, 3]
@@ -121,10 +130,10 @@ def march_packed(values: np.ndarray, tiles: np.ndarray, tile: int, iso: float, s
 
 def _edges(packed, base, local, iso, tile):
     """The grid edge (lower sample, axis 0-2) of each vertex and its position recomputed from the
-    edge's two sample values, both in tile-local units. Sample values keep a margin from the level
-    (extraction.LEVEL_MARGIN), so no vertex sits within float32 rounding of a sample: exactly two
-    of its packed coordinates are integers, and the third names the edge. Axis 3 (a vertex on a
-    sample) remains only for a field that changes by 10^4 cells' worth across one cell."""
+    edge's two sample values, both in tile-local units. Two of a vertex's packed coordinates are
+    integers and the third names its edge; a vertex whose coordinate rounded onto a sample (t
+    within 2^-18 of an end) is keyed to that sample (axis 3), which every tile making it does
+    alike (see ORIGIN), so copies still weld; several such vertices at one sample merge."""
     integral = local == np.round(local)
     lower = np.floor(local).astype(np.int64)
     axis = np.where(integral.sum(axis=1) == 3, 3, np.argmin(integral, axis=1))

@@ -53,10 +53,10 @@ def _extract_to_file(field, settings: dict, mesh_out: str, channel, index: int):
     from .extraction import extract_isosurface, vertex_normals
     from .meshio import save_mesh
 
-    def on_progress(done, total):
-        channel.send("progress", task=index, phase="extract", step=done, steps=total)
+    def on_progress(fraction):
+        channel.send("progress", task=index, phase="extract", step=round(100 * fraction), steps=100)
 
-    on_progress(0, 1)
+    on_progress(0.0)
     start = time.perf_counter()
     surface = extract_isosurface(field, settings["resolution"], settings.get("level", 0.0),
                                  method=settings.get("method", "adaptive"), progress=on_progress)
