@@ -59,15 +59,31 @@ def test_adaptive_surface_is_closed_outward_and_welded(field):
     assert len(np.unique(surface.vertices, axis=0)) == len(surface.vertices)
 
 
-def test_surface_is_complete_even_when_classification_keeps_almost_no_tile(sdf_field):
+def component_faces(mesh: TriangleMesh) -> tuple[np.ndarray, np.ndarray]:
+    """Connected-component label of each vertex, and the face count of each component."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    edges = np.concatenate([mesh.faces[:, [0, 1]], mesh.faces[:, [1, 2]]])
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(len(mesh.vertices),) * 2)
+    _, labels = connected_components(graph, directed=False)
+    return labels, np.bincount(labels[mesh.faces[:, 0]], minlength=labels.max() + 1)
+
+
+def test_closure_recovers_every_surface_piece_it_touches(sdf_field):
     # A bound of ~0 keeps only cells whose corners change sign; the closure across tile faces must
-    # still find the rest of the torus. (A detached floater of the network that no kept cell
-    # touches may be missed: that is the bound's job, hence "almost" all faces.)
+    # still find the whole of every connected piece it reaches. (A detached floater that no kept
+    # cell touches may be missed: finding those is the bound's job.)
     full = extract_isosurface(sdf_field, RESOLUTION)
     sparse = extract_isosurface(sdf_field, RESOLUTION, lipschitz=1e-9)
+    distance, index = cKDTree(full.vertices).query(sparse.vertices)
+    # Not bitwise: a sample evaluated in another batch can differ in the last bits (measured
+    # 6e-8 of the diagonal with 16 CPU threads).
+    assert distance.max() <= 1e-6 * full.diagonal
+    labels, faces_per_piece = component_faces(full)
+    reached = np.unique(labels[index])
+    assert len(sparse.faces) == faces_per_piece[reached].sum()
     assert np.all(edge_face_counts(sparse.faces) == 2)
-    assert cKDTree(full.vertices).query(sparse.vertices)[0].max() <= 1e-9 * full.diagonal
-    assert len(sparse.faces) >= 0.99 * len(full.faces)
 
 
 def test_adaptive_work_grows_with_the_surface_not_the_volume(sdf_field):
