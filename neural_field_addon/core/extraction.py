@@ -167,17 +167,20 @@ def vertex_normals(field: NeuralField, vertices_object: np.ndarray, step: float 
     if step is None:
         step = float(np.max(field.box_high - field.box_low)) / 1000.0 / scale
     points = torch.as_tensor(field.transform.to_field(vertices_object), dtype=torch.float32, device=field.device)
-    offset = float(step) * scale
+    normals = _gradient(field, points, float(step) * scale).double().cpu().numpy()
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    return normals / np.where(length > 0.0, length, 1.0)
+
+
+def _gradient(field: NeuralField, points: torch.Tensor, offset: float) -> torch.Tensor:
+    """The field's gradient (q, 3) at field-space points by central differences over +-offset."""
     gradient = torch.empty_like(points)
     for axis in range(3):
         delta = torch.zeros(3, device=points.device)
         delta[axis] = offset
-        forward = field.evaluate_field_space(points + delta)
-        backward = field.evaluate_field_space(points - delta)
-        gradient[:, axis] = forward - backward
-    normals = gradient.double().cpu().numpy()
-    length = np.linalg.norm(normals, axis=1, keepdims=True)
-    return normals / np.where(length > 0.0, length, 1.0)
+        forward, backward = field.evaluate_field_space(points + delta), field.evaluate_field_space(points - delta)
+        gradient[:, axis] = (forward - backward) / (2.0 * offset)
+    return gradient
 
 
 # ----------------------------------------------------------------------------- grid
@@ -215,12 +218,10 @@ class _Grid:
         low = torch.as_tensor(self.low, dtype=torch.float64, device=samples.device)
         return (low + (samples - 1).double() * self.h).float()
 
-    def evaluate(self, field: NeuralField, samples: torch.Tensor, clamp: bool = False) -> torch.Tensor:
-        """Values at extended sample indices (q, 3): the field inside the box, the border value
-        outside it; with `clamp`, samples outside are moved onto the box instead."""
+    def evaluate(self, field: NeuralField, samples: torch.Tensor) -> torch.Tensor:
+        """Values at extended sample indices (q, 3): the field inside the box (moved away from the
+        level), the border value outside it."""
         counts = torch.as_tensor(self.counts, device=samples.device)
-        if clamp:
-            samples = torch.minimum(torch.clamp(samples, min=1), counts)
         inside = ((samples >= 1) & (samples <= counts)).all(dim=1)
         values = torch.full((len(samples),), self.outside, dtype=torch.float32, device=samples.device)
         if bool(inside.any()):
@@ -317,16 +318,7 @@ def _estimate_lipschitz(field, grid: _Grid, samples: torch.Tensor, values: torch
     distance = (values - grid.iso).abs()
     count = min(len(samples), max(256, int((distance <= 0.05).sum())))
     near = samples[torch.topk(distance, count, largest=False).indices]
-    points = grid.positions(near)
-    offset = grid.h / 2.0
-    gradient = torch.zeros_like(points)
-    for axis in range(3):
-        delta = torch.zeros(3, device=points.device)
-        delta[axis] = offset
-        gradient[:, axis] = (
-            field.evaluate_field_space(points + delta) - field.evaluate_field_space(points - delta)
-        ) / (2.0 * offset)
-    norm = torch.quantile(gradient.norm(dim=1).double().cpu(), 0.99)
+    norm = torch.quantile(_gradient(field, grid.positions(near), grid.h / 2.0).norm(dim=1).double().cpu(), 0.99)
     return LIPSCHITZ_SAFETY * max(1.0, float(norm))
 
 
