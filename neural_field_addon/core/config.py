@@ -39,6 +39,9 @@ class FieldConfig:
     skip_layer: int = 0
     activation: str = "softplus"
     init_seed: int = 0
+    # Length of the latent code a shape-space decoder takes beside the encoded point (DeepSDF's
+    # auto-decoder); 0 for a single-shape field.
+    latent_dim: int = 0
 
     def validate(self) -> "FieldConfig":
         _check_choice("kind", self.kind, FIELD_KINDS)
@@ -60,6 +63,8 @@ class FieldConfig:
                 f"hash_finest_resolution ({self.hash_finest_resolution}) must be at least "
                 f"hash_base_resolution ({self.hash_base_resolution})"
             )
+        if self.latent_dim < 0:
+            raise ValueError(f"latent_dim must be at least 0, got {self.latent_dim}")
         if not 0 <= self.skip_layer <= self.depth:
             raise ValueError(f"skip_layer must lie in 0..depth ({self.depth}), got {self.skip_layer}")
         return self

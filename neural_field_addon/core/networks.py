@@ -8,7 +8,8 @@ surface, so extraction and rendering need not know the kind.
 The trunk is `width` x `depth` hidden layers with softplus (beta 100: ReLU-like but with smooth
 gradients, hence smooth normals) or ReLU, or, for the 'siren' encoding, sine activations with
 SIREN's initialisation (Sitzmann et al. 2020). `skip_layer` k > 0 feeds the encoded input again
-into hidden layer k, as DeepSDF does at its middle layer.
+into hidden layer k, as DeepSDF does at its middle layer. With `latent_dim` > 0 the network is a
+shape-space decoder: a latent code is concatenated to the encoded point (and to the skip input).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class FieldNetwork(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.init_seed)
             self.encoding = build_encoding(config)
-            encoded = self.encoding.out_dim
+            encoded = self.encoding.out_dim + config.latent_dim
             self.hidden = nn.ModuleList()
             in_dim = encoded
             # Hidden layers after a hash grid have no biases, as in tiny-cuda-nn: the grid's
@@ -84,9 +85,14 @@ class FieldNetwork(nn.Module):
                 with torch.no_grad():
                     self.head.bias.fill_(OCCUPANCY_PRIOR_LOGIT / OCCUPANCY_LOGIT_SCALE)
 
-    def forward(self, points: torch.Tensor) -> torch.Tensor:
-        """The head's raw output (q,) at field-space points (q, 3): distance or logit."""
+    def forward(self, points: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
+        """The head's raw output (q,) at field-space points (q, 3): distance or logit. A decoder
+        (latent_dim > 0) takes the latent code, one (latent_dim,) for all points or one per point."""
         encoded = self.encoding(points)
+        if self.config.latent_dim:
+            if code is None:
+                raise ValueError("a shape-space decoder needs a latent code")
+            encoded = torch.cat([encoded, code.to(encoded.dtype).expand(len(points), -1)], dim=-1)
         x = encoded
         for index, layer in enumerate(self.hidden, start=1):
             if index == self.config.skip_layer:
@@ -95,9 +101,9 @@ class FieldNetwork(nn.Module):
         out = self.head(x).squeeze(-1)
         return out * OCCUPANCY_LOGIT_SCALE if self.config.kind == "occupancy" else out
 
-    def field_value(self, points: torch.Tensor) -> torch.Tensor:
+    def field_value(self, points: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
         """Negative inside, positive outside, zero on the surface, whatever the kind."""
-        out = self.forward(points)
+        out = self.forward(points, code)
         return -out if self.config.kind == "occupancy" else out
 
 

@@ -78,23 +78,10 @@ class FieldFitter:
 
     def build_pool(self) -> None:
         """Sample the training pool and compute its exact signed distances."""
-        cfg = self.train_config
         start = time.perf_counter()
-        sampler = DeviceSampler(self.field_mesh, self.device, cfg.seed)
-        fraction = cfg.pool_uniform_fraction
-        if fraction is None:
-            fraction = 0.5 if self.field_config.kind == "occupancy" else 0.2
-        uniform_count = int(round(cfg.pool_size * fraction))
-        points = torch.cat(
-            [
-                sampler.near_surface(cfg.pool_size - uniform_count, cfg.near_scales),
-                sampler.uniform_box(self.sample_low, self.sample_high, uniform_count),
-            ]
+        self._pool_points, self._pool_sdf = sample_pool(
+            self.field_mesh, self.field_config.kind, self.train_config, self.sample_low, self.sample_high, self.device
         )
-        # Pool in Morton order: a sorted batch index then reads points that are near in space.
-        points = points[morton_order_tensor(points, self.sample_low, self.sample_high)].contiguous()
-        self._pool_points = points
-        self._pool_sdf = MeshQuery(self.field_mesh, device=self.device).signed_distance_tensor(points)
         if self._graph is not None:  # it reads the old pool: capture again from new steps
             self._graph, self._graph_pending = None, True
         self.timings["groundtruth_seconds"] = time.perf_counter() - start
@@ -231,6 +218,26 @@ class FieldFitter:
             box_high=self.box_high,
             report=report,
         )
+
+
+def sample_pool(field_mesh: TriangleMesh, kind: str, cfg: TrainConfig, sample_low, sample_high, device: str,
+                seed: int | None = None):
+    """A training pool for a mesh in field space: points (pool_size, 3) near the surface at
+    cfg.near_scales and uniform in the sample box, in Morton order, with exact signed distances."""
+    sampler = DeviceSampler(field_mesh, device, cfg.seed if seed is None else seed)
+    fraction = cfg.pool_uniform_fraction
+    if fraction is None:
+        fraction = 0.5 if kind == "occupancy" else 0.2
+    uniform_count = int(round(cfg.pool_size * fraction))
+    points = torch.cat(
+        [
+            sampler.near_surface(cfg.pool_size - uniform_count, cfg.near_scales),
+            sampler.uniform_box(sample_low, sample_high, uniform_count),
+        ]
+    )
+    # Pool in Morton order: a sorted batch index then reads points that are near in space.
+    points = points[morton_order_tensor(points, sample_low, sample_high)].contiguous()
+    return points, MeshQuery(field_mesh, device=device).signed_distance_tensor(points)
 
 
 def _optimizer(network: FieldNetwork, lr: float, device: str, capturable: bool) -> torch.optim.Optimizer:

@@ -1,0 +1,246 @@
+"""Shape spaces: one decoder and one latent code per shape, fitted together (DeepSDF's auto-decoder,
+Park et al. 2019), and the fields between them.
+
+Each shape is normalised into field space by its own transform (its bounding box centred, its
+longest side spanning [-1, 1]), as DeepSDF normalises every shape to the unit sphere: the decoder
+then learns shapes, not positions and sizes. The transforms are kept, so shape i extracts where
+its source was; a blend of shapes gets the blend of their transforms (centres weighted, scales
+weighted geometrically). Codes start at N(0, 0.01^2) and are held near the origin by a penalty
+on their squared norm, the Gaussian prior of the auto-decoder, which keeps the space between
+codes populated by plausible shapes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field as dataclass_field, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import FieldConfig, TrainConfig, check_compatible
+from .devices import describe_device, flush_denormals, resolve_device
+from .field import NeuralField
+from .geometry import FieldTransform, TriangleMesh
+from .networks import FieldNetwork, parameter_count
+from .objectives import SDF_LOSSES, occupancy_bce
+from .training import FieldFitter, sample_pool
+
+DEFAULT_LATENT_DIM = 64
+# Weight of the codes' mean squared norm in the loss: DeepSDF's prior (sigma = 0.01 at their loss
+# scale); stronger flattens the space, weaker lets codes drift apart and the middle go empty.
+CODE_REGULARIZATION = 1e-4
+CODE_INIT_STD = 0.01
+
+
+class _Conditioned(nn.Module):
+    """A decoder with one code fixed: the single-field interface extraction expects."""
+
+    def __init__(self, decoder: FieldNetwork, code: torch.Tensor):
+        super().__init__()
+        self.decoder = decoder
+        self.register_buffer("code", code.detach().clone())
+
+    def field_value(self, points: torch.Tensor) -> torch.Tensor:
+        return self.decoder.field_value(points, self.code)
+
+
+def interpolate_codes(a: torch.Tensor, b: torch.Tensor, t: float, spherical: bool = False) -> torch.Tensor:
+    """The code a fraction t from a to b: along the segment, or (spherical) along the great
+    circle with the norm interpolated linearly, which keeps in-between codes at the norms the
+    prior holds codes at instead of shrinking them through the origin."""
+    if not spherical:
+        return (1.0 - t) * a + t * b
+    norm_a, norm_b = a.norm(), b.norm()
+    if float(norm_a) == 0.0 or float(norm_b) == 0.0:
+        return (1.0 - t) * a + t * b
+    unit_a, unit_b = a / norm_a, b / norm_b
+    angle = torch.arccos(torch.clamp((unit_a * unit_b).sum(), -1.0, 1.0))
+    if float(angle) < 1e-6:
+        direction = unit_a
+    else:
+        direction = (torch.sin((1.0 - t) * angle) * unit_a + torch.sin(t * angle) * unit_b) / torch.sin(angle)
+    return direction * ((1.0 - t) * norm_a + t * norm_b)
+
+
+@dataclass
+class ShapeSpace:
+    config: FieldConfig  # the decoder's (latent_dim > 0)
+    network: FieldNetwork
+    codes: torch.Tensor  # (shapes, latent_dim)
+    names: list
+    transforms: list  # FieldTransform per shape
+    # One box in field space for every shape (the union of their padded boxes).
+    box_low: np.ndarray
+    box_high: np.ndarray
+    report: dict = dataclass_field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    @property
+    def device(self) -> torch.device:
+        return self.codes.device
+
+    def field_for_code(self, code: torch.Tensor, transform: FieldTransform) -> NeuralField:
+        return NeuralField(
+            config=replace(self.config, latent_dim=0),
+            network=_Conditioned(self.network, code.to(self.device)),
+            transform=transform,
+            box_low=self.box_low,
+            box_high=self.box_high,
+            report=dict(self.report),
+        )
+
+    def shape(self, index: int) -> NeuralField:
+        """The field of shape `index`, in its source's coordinates."""
+        self._check_index(index)
+        return self.field_for_code(self.codes[index], self.transforms[index])
+
+    def blend(self, weights: dict, spherical: bool = False) -> NeuralField:
+        """The field of a weighted blend {shape index: weight} (weights summing to 1): the
+        weighted sum of the codes, or with `spherical` (two shapes) their slerp."""
+        if not weights:
+            raise ValueError("a blend needs at least one shape")
+        for index, weight in weights.items():
+            self._check_index(index)
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"blend weights must be finite and at least 0; shape {index} has {weight}")
+        total = sum(weights.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"blend weights must sum to 1, not {total:g}")
+        indices = list(weights)
+        if spherical:
+            if len(indices) != 2:
+                raise ValueError(f"spherical interpolation is between two shapes; {len(indices)} given")
+            a, b = indices
+            code = interpolate_codes(self.codes[a], self.codes[b], weights[b], spherical=True)
+        else:
+            code = sum(weights[i] * self.codes[i] for i in indices)
+        center = sum(weights[i] * self.transforms[i].center for i in indices)
+        scale = math.exp(sum(weights[i] * math.log(self.transforms[i].scale) for i in indices))
+        return self.field_for_code(code, FieldTransform(center=np.asarray(center, dtype=np.float64), scale=scale))
+
+    def _check_index(self, index: int) -> None:
+        if not isinstance(index, (int, np.integer)) or not 0 <= index < len(self):
+            raise ValueError(f"shape index {index} is out of range: the space has shapes 0..{len(self) - 1}")
+
+
+class ShapeSpaceFitter(FieldFitter):
+    """Fits one decoder and a code per mesh. Shares FieldFitter's stepping, learning-rate
+    schedule, progress and cancellation; each batch mixes points of all shapes."""
+
+    def __init__(self, meshes, field_config: FieldConfig | None = None, train_config: TrainConfig | None = None,
+                 names=None):
+        if len(meshes) < 2:
+            raise ValueError(f"a shape space needs at least two meshes; {len(meshes)} given")
+        field_config = (field_config or FieldConfig(width=256, depth=4, skip_layer=2)).validate()
+        if field_config.latent_dim == 0:
+            field_config = replace(field_config, latent_dim=DEFAULT_LATENT_DIM)
+        if field_config.encoding == "hashgrid":
+            raise ValueError("a shape-space decoder conditions an MLP on codes; use the fourier, positional "
+                             "or siren encoding (a hash grid stores one shape in its table)")
+        self.field_config = field_config
+        self.train_config = (train_config or TrainConfig()).validate()
+        check_compatible(self.field_config, self.train_config)
+        self.device = resolve_device(self.train_config.device)
+        flush_denormals()
+        self.sources = list(meshes)
+        self.names = list(names) if names is not None else [f"shape_{i}" for i in range(len(meshes))]
+        self.transforms = [FieldTransform.fit_unit_box(mesh) for mesh in meshes]
+        self.field_meshes = [mesh.transformed(t) for mesh, t in zip(meshes, self.transforms)]
+        pad = self.train_config.box_padding
+        lows = np.array([m.bounds[0] for m in self.field_meshes])
+        highs = np.array([m.bounds[1] for m in self.field_meshes])
+        self.box_low, self.box_high = lows.min(axis=0) - pad, highs.max(axis=0) + pad
+        self.sample_low, self.sample_high = self.box_low - pad, self.box_high + pad
+        self.network = FieldNetwork(self.field_config).to(self.device)
+        generator = torch.Generator().manual_seed(self.field_config.init_seed)
+        self.codes = nn.Parameter(
+            (torch.randn(len(meshes), self.field_config.latent_dim, generator=generator) * CODE_INIT_STD).to(self.device)
+        )
+        self.autocast = None
+        self._sorted_batches = False
+        self._graph_pending, self._graph = False, None
+        self.optimizer = torch.optim.Adam(
+            [{"params": self.network.parameters()}, {"params": [self.codes]}], lr=self.train_config.lr
+        )
+        self.step_count = 0
+        self.timings = {"groundtruth_seconds": 0.0, "train_seconds": 0.0}
+        self.last_loss = math.nan
+        self._pool_points = None
+        self._pool_sdf = None
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._loss_terms = 0
+        self._generator = torch.Generator(device=self.device).manual_seed(self.train_config.seed)
+
+    def build_pool(self) -> None:
+        """One pool per shape, stacked (shapes, pool_size, 3), each from its own seed."""
+        start = time.perf_counter()
+        pools = [
+            sample_pool(mesh, self.field_config.kind, self.train_config, self.sample_low, self.sample_high,
+                        self.device, seed=self.train_config.seed + index)
+            for index, mesh in enumerate(self.field_meshes)
+        ]
+        self._pool_points = torch.stack([points for points, _ in pools])
+        self._pool_sdf = torch.stack([sdf for _, sdf in pools])
+        self.timings["groundtruth_seconds"] = time.perf_counter() - start
+
+    def _batch_index(self) -> torch.Tensor:
+        """(batch, 2): a shape and a pool point per sample, uniform over both."""
+        shapes, pool = self._pool_points.shape[:2]
+        batch = self.train_config.batch
+        shape = torch.randint(shapes, (batch,), device=self.device, generator=self._generator)
+        point = torch.randint(pool, (batch,), device=self.device, generator=self._generator)
+        return torch.stack([shape, point], dim=1)
+
+    def _eager_step(self, index: torch.Tensor) -> None:
+        shape, point = index[:, 0], index[:, 1]
+        losses = self.space_losses(self._pool_points[shape, point], self._pool_sdf[shape, point], shape)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        self.optimizer.step()
+        self._loss_sum += losses["total"].detach()
+
+    def space_losses(self, points: torch.Tensor, target_sdf: torch.Tensor, shape: torch.Tensor) -> dict:
+        codes = self.codes[shape]
+        prediction = self.network(points, codes).float()
+        if self.field_config.kind == "occupancy":
+            losses = occupancy_bce(prediction, target_sdf < 0)
+        else:
+            losses = SDF_LOSSES[self.train_config.sdf_loss](prediction, target_sdf, self.train_config.clamp)
+        losses["code"] = codes.pow(2).sum(dim=1).mean()
+        losses["total"] = losses["total"] + CODE_REGULARIZATION * losses["code"]
+        return losses
+
+    def field(self) -> ShapeSpace:  # what run() returns
+        report = {
+            "steps": self.step_count,
+            "final_loss": self.read_loss(),
+            "device": self.device,
+            "device_name": describe_device(self.device),
+            "kind": self.field_config.kind,
+            "encoding": self.field_config.encoding,
+            "parameters": parameter_count(self.network),
+            "shapes": len(self.sources),
+            "latent_dim": self.field_config.latent_dim,
+            **self.timings,
+        }
+        return ShapeSpace(
+            config=self.field_config,
+            network=self.network,
+            codes=self.codes.detach().clone(),
+            names=list(self.names),
+            transforms=list(self.transforms),
+            box_low=self.box_low,
+            box_high=self.box_high,
+            report=report,
+        )
+
+
+def fit_shape_space(meshes, field_config=None, train_config=None, names=None, on_progress=None,
+                    should_stop=None) -> ShapeSpace:
+    """Fit a shape space to two or more meshes, each in its own (object) coordinates."""
+    return ShapeSpaceFitter(meshes, field_config, train_config, names).run(on_progress, should_stop)
