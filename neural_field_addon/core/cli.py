@@ -1,4 +1,4 @@
-"""Command line: python -m neural_field_addon.core {fit,extract,eval,sdf} ...
+"""Command line: python -m neural_field_addon.core {fit,fit-space,extract,eval,sdf} ...
 
 Human-readable output and the progress bar go to stderr; with --json the last line on stdout is
 one JSON object. Errors print 'error: ...' and exit with status 1 (2 for usage errors).
@@ -68,14 +68,20 @@ def _add_fit_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, type=kind, default=None, choices=_CHOICES.get(name), help=text)
 
 
-def configs_from_args(args) -> tuple[FieldConfig, TrainConfig]:
-    """The preset's configs (for the device the fit will run on) with the given flags applied."""
+def configs_from_args(args, base=None) -> tuple[FieldConfig, TrainConfig]:
+    """The preset's configs (for the device the fit will run on), or the given `base` pair, with
+    the given flags applied."""
+    from .config import check_compatible, with_overrides
     from .devices import resolve_device
 
     overrides = {"field": {"init_seed": args.seed}, "train": {"seed": args.seed, "device": args.device}}
     for flag, target, name, _, _ in _FIELD_FLAGS:
         overrides[target][name] = getattr(args, flag[2:].replace("-", "_"))
-    return build_configs(args.preset, resolve_device(args.device), overrides["field"], overrides["train"])
+    if base is None:
+        return build_configs(args.preset, resolve_device(args.device), overrides["field"], overrides["train"])
+    field_config, train_config = with_overrides(base[0], overrides["field"]), with_overrides(base[1], overrides["train"])
+    check_compatible(field_config, train_config)
+    return field_config, train_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit_options(fit)
     fit.add_argument("--json", action="store_true", help="print a JSON object as the last line")
 
+    space = sub.add_parser("fit-space", help="fit one shape space (a decoder and a latent code per shape) to "
+                                             "two or more meshes")
+    space.add_argument("meshes", nargs="+", metavar="MESH")
+    space.add_argument("-o", "--output", required=True, help="shape space file to write (.nfield)")
+    _add_fit_options(space)
+    space.add_argument("--latent-dim", type=int, default=None, help="length of each shape's latent code")
+    space.add_argument("--json", action="store_true", help="print a JSON object as the last line")
+
     extract = sub.add_parser("extract", help="extract a field's isosurface to OBJ, PLY or NPZ")
     extract.add_argument("field")
     extract.add_argument("-o", "--output", required=True)
@@ -101,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="adaptive: a narrow band around the surface (default); dense: every grid sample")
     extract.add_argument("--normals", action="store_true",
                          help="write vertex normals from the field's gradient")
+    extract.add_argument("--shape", type=int, default=None, help="shape space: the shape to extract (0-based)")
+    extract.add_argument("--blend", default=None, metavar="I=w,J=w,...",
+                         help="shape space: a weighted blend of shapes, weights summing to 1")
+    extract.add_argument("--slerp", action="store_true",
+                         help="shape space: interpolate two codes spherically instead of linearly")
     extract.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     extract.add_argument("--json", action="store_true")
 
@@ -153,15 +172,80 @@ def cmd_fit(args) -> dict:
     return {"field": args.output, "report": report}
 
 
+def cmd_fit_space(args) -> dict:
+    import os
+
+    from .fieldfile import save_space
+    from .meshio import load_mesh
+    from .progress import ProgressBar
+    from .shapespace import fit_shape_space, space_configs
+
+    if len(args.meshes) < 2:
+        raise ValueError(f"fit-space needs at least two meshes; {len(args.meshes)} given")
+    if args.preset == "auto":
+        field_config, train_config = configs_from_args(args, base=space_configs())
+    else:
+        field_config, train_config = configs_from_args(args)
+    if args.latent_dim is not None:
+        from .config import with_overrides
+
+        field_config = with_overrides(field_config, {"latent_dim": args.latent_dim})
+    meshes = [load_mesh(path) for path in args.meshes]
+    names = [os.path.splitext(os.path.basename(path))[0] for path in args.meshes]
+    _say(f"fitting a space of {len(meshes)} shapes: {', '.join(names)}")
+    bar = ProgressBar()
+    try:
+        space = fit_shape_space(meshes, field_config, train_config, names=names, on_progress=bar.update)
+    finally:
+        bar.close()
+    save_space(args.output, space)
+    report = space.report
+    _say(f"wrote {args.output}: {report['shapes']} shapes, {report['steps']} steps on {report['device_name']}, "
+         f"training {report['train_seconds']:.2f} s, final loss {report['final_loss']:.3e}")
+    return {"space": args.output, "names": names, "report": report}
+
+
+def _parse_blend(text: str) -> dict:
+    """'0=0.25,2=0.75' -> {0: 0.25, 2: 0.75}."""
+    weights = {}
+    for part in text.split(","):
+        index, sep, weight = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            weights[int(index)] = float(weight)
+        except ValueError:
+            raise ValueError(f"--blend takes I=w pairs separated by commas (e.g. 0=0.5,1=0.5); got {part!r}") from None
+    return weights
+
+
+def _load_for_extract(args, device: str):
+    """The field `extract` works on: a single field, or a shape or blend of a shape space."""
+    from .fieldfile import is_space, load_field, load_space
+
+    chooses = args.shape is not None or args.blend is not None
+    if not is_space(args.field):
+        if chooses or args.slerp:
+            raise ValueError(f"{args.field} is a single field: --shape, --blend and --slerp are for shape spaces")
+        return load_field(args.field, device=device)
+    if (args.shape is None) == (args.blend is None):
+        raise ValueError(f"{args.field} is a shape space: give --shape I or --blend I=w,J=w (one of them)")
+    space = load_space(args.field, device=device)
+    if args.shape is not None:
+        if args.slerp:
+            raise ValueError("--slerp interpolates a --blend of two shapes")
+        return space.shape(args.shape)
+    return space.blend(_parse_blend(args.blend), spherical=args.slerp)
+
+
 def cmd_extract(args) -> dict:
     from .devices import resolve_device
     from .extraction import ExtractionReport, extract_isosurface, vertex_normals
-    from .fieldfile import load_field
     from .meshio import save_mesh
     from .progress import ProgressBar
 
     start = time.perf_counter()
-    field = load_field(args.field, device=resolve_device(args.device))
+    field = _load_for_extract(args, resolve_device(args.device))
     report = ExtractionReport(args.method, args.resolution, args.level)
     bar = ProgressBar()
     try:
@@ -224,7 +308,7 @@ def cmd_sdf(args) -> dict:
     return {"output": args.output, "points": len(distances), "seconds": seconds}
 
 
-COMMANDS = {"fit": cmd_fit, "extract": cmd_extract, "eval": cmd_eval, "sdf": cmd_sdf}
+COMMANDS = {"fit": cmd_fit, "fit-space": cmd_fit_space, "extract": cmd_extract, "eval": cmd_eval, "sdf": cmd_sdf}
 
 
 def main(argv=None) -> int:

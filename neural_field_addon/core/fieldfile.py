@@ -4,8 +4,11 @@ Layout: a NumPy `.npz` archive (a zip) holding
 - `__header__`: UTF-8 JSON as a uint8 array: format name and version, field config, the
   object-to-field transform, the box, and the training report;
 - `param/<name>`: one array per network parameter or buffer (float32).
+- `space/codes`: for a shape space, its latent codes (shapes, latent_dim).
 Version 2 added field kinds, SIREN and hash-grid encodings and renamed the hidden layers;
-version 1 files still load (their layer names are mapped).
+version 1 files still load (their layer names are mapped). Version 3 is a shape space (header
+`content: "shape-space"` with the shapes' names and transforms); single fields stay version 2,
+so earlier add-ons read them and refuse a space as newer.
 It is read with `allow_pickle=False`, so loading a file never executes code. Writes go to a
 temporary file in the same folder and are renamed into place, so a crash never leaves half a file.
 """
@@ -25,7 +28,9 @@ from .geometry import FieldTransform
 from .networks import FieldNetwork
 
 FORMAT_NAME = "neural-field"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+FIELD_VERSION = 2  # what single fields are written as
+SPACE_CONTENT = "shape-space"
 SUFFIX = ".nfield"
 
 
@@ -34,18 +39,42 @@ class FieldFileError(ValueError):
 
 
 def save_field(path: str | os.PathLike, field: NeuralField) -> None:
-    path = os.fspath(path)
     header = {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": FIELD_VERSION,
         "field_config": config_to_dict(field.config),
         "transform": field.transform.as_dict(),
         "box_low": [float(v) for v in field.box_low],
         "box_high": [float(v) for v in field.box_high],
         "report": field.report,
     }
-    arrays = {"__header__": np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)}
-    for name, tensor in field.network.state_dict().items():
+    _write(path, header, field.network, {})
+
+
+def save_space(path: str | os.PathLike, space) -> None:
+    """Write a ShapeSpace (decoder, codes, names, per-shape transforms)."""
+    header = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "content": SPACE_CONTENT,
+        "field_config": config_to_dict(space.config),
+        "names": list(space.names),
+        "transforms": [t.as_dict() for t in space.transforms],
+        "box_low": [float(v) for v in space.box_low],
+        "box_high": [float(v) for v in space.box_high],
+        "report": space.report,
+    }
+    _write(path, header, space.network, {"space/codes": space.codes.detach().float().cpu().numpy()})
+
+
+def is_space(path: str | os.PathLike) -> bool:
+    return read_header(path).get("content") == SPACE_CONTENT
+
+
+def _write(path, header: dict, network, extra: dict) -> None:
+    path = os.fspath(path)
+    arrays = {"__header__": np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8), **extra}
+    for name, tensor in network.state_dict().items():
         arrays[f"param/{name}"] = tensor.detach().float().cpu().numpy()
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -71,17 +100,13 @@ def load_field(path: str | os.PathLike, device: str = "cpu") -> NeuralField:
     path = os.fspath(path)
     with _open_archive(path) as data:
         header = _parse_header(path, data)
+        if header.get("content") == SPACE_CONTENT:
+            raise FieldFileError(
+                f"{path} is a shape space of {len(header.get('names', []))} shapes, not a single field: "
+                "choose a shape (extract --shape I) or a blend (--blend I=w,J=w)"
+            )
         try:
-            config = config_from_dict(FieldConfig, header["field_config"])
-            network = FieldNetwork(config)
-            state = {
-                key[len("param/") :]: torch.from_numpy(np.array(data[key]))
-                for key in data.files
-                if key.startswith("param/")
-            }
-            if header["version"] == 1:
-                state = _state_from_version_1(state)
-            network.load_state_dict(state, strict=True)
+            config, network = _network(header, data)
             transform = FieldTransform.from_dict(header["transform"])
             box_low = np.asarray(header["box_low"], dtype=np.float64)
             box_high = np.asarray(header["box_high"], dtype=np.float64)
@@ -95,6 +120,42 @@ def load_field(path: str | os.PathLike, device: str = "cpu") -> NeuralField:
         box_high=box_high,
         report=header.get("report", {}),
     )
+
+
+def load_space(path: str | os.PathLike, device: str = "cpu"):
+    """Read a ShapeSpace written by save_space."""
+    from .shapespace import ShapeSpace
+
+    path = os.fspath(path)
+    with _open_archive(path) as data:
+        header = _parse_header(path, data)
+        if header.get("content") != SPACE_CONTENT:
+            raise FieldFileError(f"{path} is a single field, not a shape space")
+        try:
+            config, network = _network(header, data)
+            codes = torch.from_numpy(np.array(data["space/codes"])).float()
+            names = [str(name) for name in header["names"]]
+            transforms = [FieldTransform.from_dict(t) for t in header["transforms"]]
+            if codes.shape != (len(names), config.latent_dim) or len(transforms) != len(names):
+                raise ValueError(f"codes {tuple(codes.shape)} do not match {len(names)} shapes of "
+                                 f"latent_dim {config.latent_dim}")
+            box_low = np.asarray(header["box_low"], dtype=np.float64)
+            box_high = np.asarray(header["box_high"], dtype=np.float64)
+        except (KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as error:
+            raise FieldFileError(f"shape space file {path} is corrupt: {error}") from error
+    return ShapeSpace(config=config, network=network.to(device), codes=codes.to(device), names=names,
+                      transforms=transforms, box_low=box_low, box_high=box_high, report=header.get("report", {}))
+
+
+def _network(header: dict, data):
+    """The config and network (with its weights) a header and archive describe."""
+    config = config_from_dict(FieldConfig, header["field_config"])
+    network = FieldNetwork(config)
+    state = {key[len("param/") :]: torch.from_numpy(np.array(data[key])) for key in data.files if key.startswith("param/")}
+    if header["version"] == 1:
+        state = _state_from_version_1(state)
+    network.load_state_dict(state, strict=True)
+    return config, network
 
 
 def _state_from_version_1(state: dict) -> dict:

@@ -136,7 +136,7 @@ class ShapeSpaceFitter(FieldFitter):
                  names=None):
         if len(meshes) < 2:
             raise ValueError(f"a shape space needs at least two meshes; {len(meshes)} given")
-        field_config = (field_config or FieldConfig(width=256, depth=4, skip_layer=2)).validate()
+        field_config = (field_config or space_configs()[0]).validate()
         if field_config.latent_dim == 0:
             field_config = replace(field_config, latent_dim=DEFAULT_LATENT_DIM)
         if field_config.encoding == "hashgrid":
@@ -238,6 +238,16 @@ class ShapeSpaceFitter(FieldFitter):
             box_high=self.box_high,
             report=report,
         )
+
+
+def space_configs() -> tuple[FieldConfig, TrainConfig]:
+    """The default shape-space configuration: a DeepSDF-like decoder (4 x 256 softplus, skip into
+    layer 2) on Fourier features of the point, codes of 64."""
+    return (
+        FieldConfig(encoding="fourier", fourier_features=96, fourier_sigma=1.0, width=256, depth=4, skip_layer=2,
+                    latent_dim=DEFAULT_LATENT_DIM),
+        TrainConfig(steps=2000, batch=16384, lr=1e-3, pool_size=1 << 18),
+    )
 
 
 def fit_shape_space(meshes, field_config=None, train_config=None, names=None, on_progress=None,
