@@ -335,3 +335,50 @@ def test_unknown_preset_is_a_usage_error(tmp_path):
                      check=False)
     assert result.returncode == 2
     assert "invalid choice: 'fastest'" in result.stderr
+
+
+# ----------------------------------------------------------------------------- shape spaces
+
+SPACE_OPTIONS = ["--steps", "150", "--pool-size", "16384", "--batch", "4096", "--width", "64", "--depth", "3",
+                 "--latent-dim", "8", "--fourier-sigma", "0.75", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def space_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli_space")
+    paths = []
+    for name, minor in (("thin", 0.2), ("fat", 0.45)):
+        paths.append(folder / f"{name}.obj")
+        write_obj(paths[-1], *torus(1.0, minor))
+    space_path = folder / "tori.nfield"
+    fit = run_cli("fit-space", *paths, "-o", space_path, *SPACE_OPTIONS, "--json")
+    return {"fit": fit, "space": space_path, "folder": folder}
+
+
+def test_fit_space_reports_its_shapes_as_json(space_run):
+    report = last_json_line(space_run["fit"])
+    assert report["names"] == ["thin", "fat"]
+    assert report["report"]["shapes"] == 2 and report["report"]["latent_dim"] == 8
+
+
+@pytest.mark.parametrize("choice", [["--shape", "1"], ["--blend", "0=0.5,1=0.5"], ["--blend", "0=0.3,1=0.7", "--slerp"]])
+def test_extract_from_a_space_writes_a_closed_mesh(space_run, choice):
+    out = space_run["folder"] / "shape.obj"
+    report = last_json_line(run_cli("extract", space_run["space"], "-o", out, "--resolution", "40", *choice,
+                                    "--device", "cpu", "--json"))
+    vertices, faces = read_obj(out)
+    assert report["faces"] == len(faces) > 0
+    assert np.all(edge_face_counts(faces) == 2)
+
+
+def test_extract_from_a_space_without_a_choice_says_how_to_choose(space_run):
+    result = run_cli("extract", space_run["space"], "-o", space_run["folder"] / "x.obj", check=False)
+    assert result.returncode == 1
+    assert "--shape I or --blend" in result.stderr
+
+
+def test_fit_space_with_one_mesh_is_refused(space_run, tmp_path):
+    result = run_cli("fit-space", space_run["folder"] / "thin.obj", "-o", tmp_path / "one.nfield", check=False)
+    assert result.returncode == 1
+    assert "at least two meshes" in result.stderr
+    assert not (tmp_path / "one.nfield").exists()
