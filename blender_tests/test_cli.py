@@ -382,3 +382,21 @@ def test_fit_space_with_one_mesh_is_refused(space_run, tmp_path):
     assert result.returncode == 1
     assert "at least two meshes" in result.stderr
     assert not (tmp_path / "one.nfield").exists()
+
+
+def test_reconstruct_from_a_point_cloud_writes_a_closed_mesh(space_run):
+    vertices, _ = torus(1.0, 0.3)
+    points_path = space_run["folder"] / "upper.npz"
+    np.savez(points_path, points=vertices[vertices[:, 2] > 0])
+    out = space_run["folder"] / "completed.obj"
+    report = last_json_line(run_cli("reconstruct", space_run["space"], points_path, "-o", out, "--steps", "50",
+                                    "--resolution", "40", "--device", "cpu", "--json"))
+    _, faces = read_obj(out)
+    assert report["input"] == "points" and report["faces"] == len(faces) > 0
+    assert np.all(edge_face_counts(faces) == 2)
+
+
+def test_reconstruct_with_a_single_field_instead_of_a_space_names_the_problem(torus_run, tmp_path):
+    result = run_cli("reconstruct", torus_run["field"], torus_run["surface"], "-o", tmp_path / "r.obj", check=False)
+    assert result.returncode == 1
+    assert "single field, not a shape space" in result.stderr

@@ -1,5 +1,6 @@
 """Shape spaces on a procedural family (tori of three tube radii), small CPU configurations:
-endpoint fidelity against single fits, closed in-between shapes, blends, files."""
+endpoint fidelity against single fits, closed in-between shapes, blends, files, and latent
+inference on a held-out member (from its mesh, and from half of its surface points)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from neural_field_addon.core.extraction import extract_isosurface
 from neural_field_addon.core.fieldfile import FieldFileError, load_field, load_space, save_space
 from neural_field_addon.core.geometry import TriangleMesh
 from neural_field_addon.core.metrics import compare_meshes
-from neural_field_addon.core.shapespace import fit_shape_space, interpolate_codes
+from neural_field_addon.core.geometry.sampling import sample_surface
+from neural_field_addon.core.shapespace import fit_shape_space, interpolate_codes, reconstruct
 from neural_field_addon.core.training import fit_field
 
 RADII = (0.2, 0.35, 0.5)
@@ -105,3 +107,37 @@ def test_loading_a_space_as_a_single_field_says_what_it_is(space, tmp_path):
     save_space(path, space)
     with pytest.raises(FieldFileError, match="shape space of 3 shapes"):
         load_field(path)
+
+
+# ----------------------------------------------------------------------------- latent inference
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    """A family member the space never saw (tube radius 0.28), placed like the middle shape."""
+    vertices, faces = torus(1.0, 0.28)
+    return TriangleMesh(vertices * 1.5 + np.array([3.0, -1.0, 0.5]), faces)
+
+
+def test_reconstruction_from_a_held_out_mesh_matches_it(space, held_out):
+    field = reconstruct(space, mesh=held_out, steps=300)
+    # Measured 5.4e-4 of the diagonal.
+    assert chamfer(held_out, field) < 1.5e-3
+
+
+def test_reconstruction_from_half_a_torus_lands_near_the_full_torus(space, held_out, meshes):
+    points, _ = sample_surface(held_out, 4000, np.random.default_rng(0))
+    upper = points[points[:, 2] > 0.5]  # the half above the torus's middle plane
+    surface = extract_isosurface(reconstruct(space, points=upper, steps=300), RESOLUTION)
+    assert np.all(edge_face_counts(surface.faces) == 2)
+    completed = compare_meshes(held_out, surface, samples=10_000)["chamfer_l1"]
+    nearest_member = compare_meshes(held_out, meshes[1], samples=10_000)["chamfer_l1"]
+    # Measured 7.3e-4 completed, 1.9e-2 for the nearest training shape as is.
+    assert completed < 6e-3 and completed < 0.5 * nearest_member, (completed, nearest_member)
+
+
+def test_reconstruction_needs_one_input(space, held_out):
+    with pytest.raises(ValueError, match="a mesh or a point cloud"):
+        reconstruct(space)
+    with pytest.raises(ValueError, match="NaN"):
+        reconstruct(space, points=np.full((20, 3), np.nan))

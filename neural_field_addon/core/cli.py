@@ -1,4 +1,4 @@
-"""Command line: python -m neural_field_addon.core {fit,fit-space,extract,eval,sdf} ...
+"""Command line: python -m neural_field_addon.core {fit,fit-space,extract,reconstruct,eval,sdf} ...
 
 Human-readable output and the progress bar go to stderr; with --json the last line on stdout is
 one JSON object. Errors print 'error: ...' and exit with status 1 (2 for usage errors).
@@ -122,6 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
                          help="shape space: interpolate two codes spherically instead of linearly")
     extract.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     extract.add_argument("--json", action="store_true")
+
+    recon = sub.add_parser("reconstruct", help="fit a shape space's code to new data (a mesh, or a possibly "
+                                               "partial point cloud: NPZ array 'points' or PLY) and extract it")
+    recon.add_argument("space")
+    recon.add_argument("input")
+    recon.add_argument("-o", "--output", required=True, help="mesh to write (OBJ, PLY or NPZ)")
+    recon.add_argument("--steps", type=int, default=500, help="optimisation steps for the code")
+    recon.add_argument("--resolution", type=int, default=256, help="grid samples along the longest side")
+    recon.add_argument("--seed", type=int, default=0)
+    recon.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    recon.add_argument("--json", action="store_true")
 
     evaluate = sub.add_parser("eval", help="fidelity of CANDIDATE against REFERENCE")
     evaluate.add_argument("reference")
@@ -273,6 +284,33 @@ def cmd_extract(args) -> dict:
     }
 
 
+def cmd_reconstruct(args) -> dict:
+    from .devices import resolve_device
+    from .extraction import extract_isosurface
+    from .fieldfile import load_space
+    from .meshio import load_points_or_mesh, save_mesh
+    from .progress import ProgressBar
+    from .shapespace import reconstruct
+
+    if args.steps < 1:
+        raise ValueError(f"steps must be at least 1, got {args.steps}")
+    start = time.perf_counter()
+    space = load_space(args.space, device=resolve_device(args.device))
+    kind, data = load_points_or_mesh(args.input)
+    bar = ProgressBar()
+    try:
+        field = reconstruct(space, **{kind: data}, steps=args.steps, seed=args.seed, on_progress=bar.update)
+    finally:
+        bar.close()
+    mesh = extract_isosurface(field, resolution=args.resolution)
+    save_mesh(args.output, mesh)
+    seconds = time.perf_counter() - start
+    _say(f"wrote {args.output}: reconstructed from a {kind} of {len(data.vertices) if kind == 'mesh' else len(data)} "
+         f"{'vertices' if kind == 'mesh' else 'points'}, {len(mesh.faces)} triangles in {seconds:.2f} s")
+    return {"mesh": args.output, "input": kind, "vertices": len(mesh.vertices), "faces": len(mesh.faces),
+            "seconds": seconds}
+
+
 def cmd_eval(args) -> dict:
     from .meshio import load_mesh
     from .metrics import compare_meshes
@@ -308,7 +346,8 @@ def cmd_sdf(args) -> dict:
     return {"output": args.output, "points": len(distances), "seconds": seconds}
 
 
-COMMANDS = {"fit": cmd_fit, "fit-space": cmd_fit_space, "extract": cmd_extract, "eval": cmd_eval, "sdf": cmd_sdf}
+COMMANDS = {"fit": cmd_fit, "fit-space": cmd_fit_space, "extract": cmd_extract, "reconstruct": cmd_reconstruct,
+            "eval": cmd_eval, "sdf": cmd_sdf}
 
 
 def main(argv=None) -> int:

@@ -36,6 +36,37 @@ def load_mesh(path: str | os.PathLike) -> TriangleMesh:
         raise ValueError(f"cannot read mesh {path}: {error}") from error
 
 
+def load_points_or_mesh(path: str | os.PathLike):
+    """A point cloud or a mesh from a file: ('points', (n, 3) array) for an NPZ with an array
+    `points` or a PLY without faces; ('mesh', TriangleMesh) for a mesh (OBJ, PLY or NPZ with
+    `vertices` and `faces`)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"input file not found: {path}")
+    suffix = os.path.splitext(path)[1].lower()
+    try:
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                if "points" in data:
+                    return "points", _checked_points(np.asarray(data["points"]))
+        elif suffix == ".ply":
+            vertices, faces = _read_ply(path)
+            if len(faces) == 0:
+                return "points", _checked_points(vertices)
+    except (ValueError, KeyError, IndexError, OSError, UnicodeDecodeError, zipfile.BadZipFile) as error:
+        raise ValueError(f"cannot read {path}: {error}") from error
+    return "mesh", load_mesh(path)
+
+
+def _checked_points(points: np.ndarray) -> np.ndarray:
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"points must have shape (n, 3), got {points.shape}")
+    if not np.all(np.isfinite(points)):
+        raise ValueError(f"{int(np.count_nonzero(~np.all(np.isfinite(points), axis=1)))} points have NaN or infinite coordinates")
+    return points
+
+
 def _fan(polygon: list[int]) -> list[list[int]]:
     return [[polygon[0], polygon[i], polygon[i + 1]] for i in range(1, len(polygon) - 1)]
 

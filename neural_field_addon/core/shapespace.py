@@ -119,9 +119,16 @@ class ShapeSpace:
             code = interpolate_codes(self.codes[a], self.codes[b], weights[b], spherical=True)
         else:
             code = sum(weights[i] * self.codes[i] for i in indices)
-        center = sum(weights[i] * self.transforms[i].center for i in indices)
-        scale = math.exp(sum(weights[i] * math.log(self.transforms[i].scale) for i in indices))
-        return self.field_for_code(code, FieldTransform(center=np.asarray(center, dtype=np.float64), scale=scale))
+        return self.field_for_code(code, self._blend_transform(weights))
+
+    def mean_transform(self) -> FieldTransform:
+        """The frame of an average shape: centres averaged, scales geometrically."""
+        return self._blend_transform({i: 1.0 / len(self) for i in range(len(self))})
+
+    def _blend_transform(self, weights: dict) -> FieldTransform:
+        center = sum(w * self.transforms[i].center for i, w in weights.items())
+        scale = math.exp(sum(w * math.log(self.transforms[i].scale) for i, w in weights.items()))
+        return FieldTransform(center=np.asarray(center, dtype=np.float64), scale=scale)
 
     def _check_index(self, index: int) -> None:
         if not isinstance(index, (int, np.integer)) or not 0 <= index < len(self):
@@ -254,3 +261,69 @@ def fit_shape_space(meshes, field_config=None, train_config=None, names=None, on
                     should_stop=None) -> ShapeSpace:
     """Fit a shape space to two or more meshes, each in its own (object) coordinates."""
     return ShapeSpaceFitter(meshes, field_config, train_config, names).run(on_progress, should_stop)
+
+
+# ----------------------------------------------------------------------------- latent inference
+
+INFERENCE_STEPS = 500
+INFERENCE_BATCH = 8192
+
+
+def infer_code(space: ShapeSpace, points: torch.Tensor, targets: torch.Tensor, steps: int = INFERENCE_STEPS,
+               lr: float = 1e-2, clamp: float = 0.1, seed: int = 0, on_progress=None) -> torch.Tensor:
+    """With the decoder frozen, the code whose field best matches `targets` (signed distances in
+    field units) at field-space `points`: clamped L1 plus the codes' prior, from the mean code
+    (DeepSDF's inference, started where the training codes are)."""
+    generator = torch.Generator(device=space.device).manual_seed(seed)
+    code = space.codes.mean(dim=0).clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([code], lr=lr)
+    trainable = [p.requires_grad for p in space.network.parameters()]
+    space.network.eval()
+    for parameter in space.network.parameters():
+        parameter.requires_grad_(False)
+    try:
+        for step in range(steps):
+            index = torch.randint(len(points), (min(INFERENCE_BATCH, len(points)),), device=space.device,
+                                  generator=generator)
+            prediction = space.network(points[index], code)
+            loss = (prediction.clamp(-clamp, clamp) - targets[index].clamp(-clamp, clamp)).abs().mean()
+            loss = loss + CODE_REGULARIZATION * code.pow(2).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if on_progress and ((step + 1) % 25 == 0 or step + 1 == steps):
+                on_progress({"phase": "reconstruct", "step": step + 1, "steps": steps, "loss": float(loss)})
+    finally:
+        for parameter, flag in zip(space.network.parameters(), trainable):
+            parameter.requires_grad_(flag)
+    return code.detach()
+
+
+def reconstruct(space: ShapeSpace, mesh: TriangleMesh | None = None, points: np.ndarray | None = None,
+                steps: int = INFERENCE_STEPS, seed: int = 0, on_progress=None) -> NeuralField:
+    """A field of the space fitted to new data: a mesh (its exact signed distances around it, in
+    its own normalised frame) or a point cloud of surface points, possibly partial (the field is
+    zero there; the frame is the space's mean, as a partial cloud's own bounds would misplace the
+    shape). The code is found with the decoder frozen (infer_code)."""
+    if (mesh is None) == (points is None):
+        raise ValueError("reconstruct takes a mesh or a point cloud (one of them)")
+    device = str(space.device)
+    if mesh is not None:
+        transform = FieldTransform.fit_unit_box(mesh)
+        config = TrainConfig(pool_size=1 << 16, batch=INFERENCE_BATCH, device=device.split(":")[0], seed=seed)
+        sample_points, targets = sample_pool(mesh.transformed(transform), space.config.kind, config,
+                                             space.box_low, space.box_high, device, seed=seed)
+    else:
+        points = np.asarray(points, dtype=np.float64)
+        if points.ndim != 2 or points.shape[1] != 3 or len(points) < 16:
+            raise ValueError(f"a point cloud needs at least 16 points of shape (n, 3); got {points.shape}")
+        if not np.all(np.isfinite(points)):
+            raise ValueError("the point cloud has NaN or infinite coordinates")
+        transform = space.mean_transform()
+        sample_points = torch.as_tensor(transform.to_field(points), dtype=torch.float32, device=device)
+        targets = torch.zeros(len(sample_points), device=device)
+    code = infer_code(space, sample_points, targets, steps=steps, seed=seed, on_progress=on_progress)
+    field = space.field_for_code(code, transform)
+    field.report.update({"reconstructed_from": "mesh" if mesh is not None else "points", "inference_steps": steps})
+    return field
+
