@@ -41,7 +41,10 @@ class FieldFitter:
         field_config: FieldConfig | None = None,
         train_config: TrainConfig | None = None,
         use_cuda_graph: bool = True,
+        initial_state: dict | None = None,
     ):
+        """`initial_state`: network weights to start from (e.g. a meta-learned initialisation)
+        instead of the seeded initialisation."""
         self.field_config = (field_config or FieldConfig()).validate()
         self.train_config = (train_config or TrainConfig()).validate()
         check_compatible(self.field_config, self.train_config)
@@ -57,7 +60,10 @@ class FieldFitter:
         # down at the box's faces and corners too (unconstrained, a network's extrapolation
         # there left floating fragments).
         self.sample_low, self.sample_high = self.box_low - pad, self.box_high + pad
-        self.network = FieldNetwork(self.field_config).to(self.device)
+        self.network = FieldNetwork(self.field_config)
+        if initial_state is not None:
+            self.network.load_state_dict(initial_state)
+        self.network = self.network.to(self.device)
         self.autocast = _autocast_dtype(self.field_config, self.train_config, self.device)
         cuda_hash_grid = self.device == "cuda" and self.field_config.encoding == "hashgrid"
         # Sorted batches help the hash-grid kernel's memory access; elsewhere order is moot.
@@ -301,6 +307,7 @@ def fit_field(
     train_config: TrainConfig | None = None,
     on_progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    initial_state: dict | None = None,
 ) -> NeuralField:
     """Fit a field to a mesh in its own (object) coordinates and return it."""
-    return FieldFitter(mesh, field_config, train_config).run(on_progress, should_stop)
+    return FieldFitter(mesh, field_config, train_config, initial_state=initial_state).run(on_progress, should_stop)
