@@ -367,6 +367,101 @@ def _record_fit(obj, source, source_name, result, record_settings):
         record.fscore = metrics["fscore"]
 
 
+class NEURAL_FIELD_OT_fit_shape_space(_WorkerOperator, bpy.types.Operator):
+    """Fit one shape space (a shared decoder and a latent code per shape) to the selected meshes and add one field object per shape"""
+
+    bl_idname = "neural_field.fit_shape_space"
+    bl_label = "Fit Shape Space"
+    bl_options = {"UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        if STATE.running:
+            cls.poll_message_set("A Neural Field job is running")
+            return False
+        return True
+
+    def fill_job(self, context, job: WorkerJob) -> None:
+        from ..core.geometry import TriangleMesh
+
+        sources = _selected_meshes(context)
+        if len(sources) < 2:
+            raise InputError(f"A shape space needs two or more meshes; {len(sources)} is selected")
+        settings = context.scene.neural_field
+        if context.mode == "EDIT_MESH":
+            for obj in sources:
+                obj.update_from_editmode()
+        depsgraph = context.evaluated_depsgraph_get()
+        meshes = []
+        for index, obj in enumerate(sources):
+            vertices, faces = mesh_bridge.evaluated_triangles(obj, depsgraph)
+            try:
+                TriangleMesh(vertices, faces)
+            except ValueError as error:
+                raise InputError(f"Cannot fit '{obj.name}': {error}") from error
+            meshes.append(job.path(f"mesh_{index}.npz"))
+            np.savez(meshes[-1], vertices=vertices, faces=faces)
+        self._sources = [obj.name for obj in sources]
+        job.add_task(
+            {
+                "type": "fit-space",
+                "meshes": meshes,
+                "names": self._sources,
+                "space_path": storage.new_field_path("space"),
+                "field_config": {"init_seed": settings.seed},
+                "train_config": {"steps": settings.steps, "seed": settings.seed, "device": settings.device.lower()},
+                "extract": _extract_settings(settings),
+                "mesh_out": [job.path(f"result_{i}.npz") for i in range(len(sources))],
+            }
+        )
+        self._record = {"resolution": settings.resolution, "level": settings.level}
+
+    def apply(self, context, job, results, errors):
+        import json
+
+        names = self._sources
+        if not results:
+            self.report({"ERROR"}, f"Fit Shape Space failed: {_failure_text(errors, ['space'])}")
+            return {"CANCELLED"}
+        result = results[0]
+        collection = _fields_collection(context.scene)
+        created = []
+        for index, mesh_out in enumerate(result["mesh_out"]):
+            source = bpy.data.objects.get(names[index])
+            vertices, faces, normals = _load_arrays(mesh_out)
+            obj = bpy.data.objects.new(f"{names[index]}.field",
+                                       mesh_bridge.mesh_from_arrays(f"{names[index]}.field", vertices, faces, normals))
+            collection.objects.link(obj)
+            if source is not None:
+                obj.matrix_world = source.matrix_world.copy()
+            _record_fit(obj, source, names[index], {"field_path": result["space_path"], "report": result["report"]},
+                        self._record)
+            record = obj.neural_field
+            record.space_shape, record.shape_a, record.shape_b, record.mix = index, index, index, 0.0
+            record.space_names = json.dumps(result["names"])
+            created.append(obj)
+        _select_only(context, created)
+        self.report({"INFO"}, f"Fitted a shape space of {len(created)} shapes: {', '.join(names)}")
+        return {"FINISHED"}
+
+
+def _space_choice(record) -> dict:
+    """What Extract takes from a shape-space object: shape A, or the blend of A and B at `mix`."""
+    import json
+
+    count = len(json.loads(record.space_names or "[]"))
+    for name in ("shape_a", "shape_b"):
+        if getattr(record, name) >= count:
+            raise InputError(f"{name.replace('_', ' ').title()} is {getattr(record, name)}, but the space has "
+                             f"shapes 0..{count - 1}")
+    a, b, mix = record.shape_a, record.shape_b, record.mix
+    if a == b or mix <= 0.0:
+        return {"shape": a}
+    if mix >= 1.0:
+        return {"shape": b}
+    return {"blend": {str(a): 1.0 - mix, str(b): mix}}
+
+
 class NEURAL_FIELD_OT_extract(_WorkerOperator, bpy.types.Operator):
     """Re-extract the active field object's surface at the current resolution and level"""
 
@@ -403,6 +498,7 @@ class NEURAL_FIELD_OT_extract(_WorkerOperator, bpy.types.Operator):
                 "field_path": path,
                 "device": settings.device.lower(),
                 **_extract_settings(settings),
+                **(_space_choice(obj.neural_field) if obj.neural_field.space_shape >= 0 else {}),
                 "mesh_out": job.path("result.npz"),
             }
         )

@@ -29,6 +29,7 @@ class VIEW3D_PT_neural_field(bpy.types.Panel):
         col.prop(settings, "seed")
         col.prop(settings, "evaluate")
         col.operator("neural_field.fit", icon="PLAY")
+        col.operator("neural_field.fit_shape_space", icon="MOD_INSTANCE")
 
         col = layout.column(align=True)
         col.label(text="Extraction", icon="MESH_ICOSPHERE")
@@ -59,6 +60,18 @@ class VIEW3D_PT_neural_field(bpy.types.Panel):
                        f"{record.train_seconds:.1f} s")
         box.label(text=f"Device: {record.device}")
         box.label(text=f"Extracted at {record.resolution}, level {record.level:g}")
+        if record.space_shape >= 0:
+            import json
+
+            names = json.loads(record.space_names or "[]")
+            space = layout.box()
+            space.label(text=f"Shape space: {len(names)} shapes", icon="MOD_INSTANCE")
+            for index, name in enumerate(names):
+                space.label(text=f"{index}: {name}", icon="DOT" if index != record.space_shape else "RIGHTARROW")
+            space.prop(record, "shape_a")
+            space.prop(record, "shape_b")
+            space.prop(record, "mix", slider=True)
+            space.operator("neural_field.extract", text="Extract Blend", icon="FILE_REFRESH")
         if record.chamfer >= 0:
             box.label(text=f"Chamfer-L1 {record.chamfer:.2e} of diagonal")
             box.label(text=f"Normal consistency {record.normal_consistency:.3f}, F-score {record.fscore:.3f}")

@@ -156,6 +156,14 @@ class NeuralFieldObjectSettings(bpy.types.PropertyGroup):
                            "source, as a fraction of its bounding-box diagonal", default=-1.0, precision=6)
     normal_consistency: FloatProperty(name="Normal Consistency", default=-1.0, precision=4)
     fscore: FloatProperty(name="F-score", description="F-score at 1% of the diagonal", default=-1.0, precision=4)
+    # Shape spaces: every shape's object references the one space file.
+    space_shape: IntProperty(name="Shape in Space", description="This object's shape in its shape space "
+                             "(-1: a single field)", default=-1, min=-1)
+    space_names: StringProperty(name="Shapes", description="Names of the space's shapes (JSON list)", default="")
+    shape_a: IntProperty(name="Shape A", description="First shape of the blend Extract makes", default=0, min=0)
+    shape_b: IntProperty(name="Shape B", description="Second shape of the blend Extract makes", default=0, min=0)
+    mix: FloatProperty(name="Mix", description="0: shape A, 1: shape B, between: a blend of their codes",
+                       default=0.0, min=0.0, max=1.0, subtype="FACTOR")
 
 
 def fit_task_settings(settings: NeuralFieldSceneSettings) -> dict:

@@ -11,6 +11,7 @@ CLASSES = (
     properties.NeuralFieldObjectSettings,
     preferences.NeuralFieldPreferences,
     operators.NEURAL_FIELD_OT_fit,
+    operators.NEURAL_FIELD_OT_fit_shape_space,
     operators.NEURAL_FIELD_OT_extract,
     operators.NEURAL_FIELD_OT_cancel,
     panel.VIEW3D_PT_neural_field,

@@ -14,9 +14,12 @@ Job file: {"tasks": [...]}, each task one of
    "train_config": {...}, "extract": EXTRACT, "mesh_out": NPZ, "evaluate": bool}
   (with a preset, the configs start from it on the device the fit runs on and the given
   fields override it; without one, from the defaults)
+  {"type": "fit-space", "meshes": [NPZ, ...], "names": [...], "space_path": P, "field_config": {...},
+   "train_config": {...}, "extract": EXTRACT, "mesh_out": [NPZ, ...]}   (one mesh_out per shape)
   {"type": "extract", "field_path": P, "device": D, "mesh_out": NPZ, **EXTRACT}
   where EXTRACT is {"resolution": R, "level": L, "method": "adaptive" | "dense", "normals": bool}
-  (method and normals optional); with normals, the NPZ also holds per-vertex `normals`.
+  (method and normals optional); with normals, the NPZ also holds per-vertex `normals`. For a
+  shape space, an extract task also names "shape": I, or "blend": {"I": w, ...} and "slerp": bool.
 Paths are relative to the job file's folder unless absolute.
 """
 
@@ -119,13 +122,52 @@ def run_extract(task: dict, base: str, channel: _Channel, index: int) -> dict:
     from .devices import resolve_device
     from .fieldfile import load_field
 
-    field = load_field(_resolve(base, task["field_path"]), device=resolve_device(task.get("device", "auto")))
+    from .fieldfile import is_space, load_space
+
+    path, device = _resolve(base, task["field_path"]), resolve_device(task.get("device", "auto"))
+    if is_space(path):
+        space = load_space(path, device=device)
+        if task.get("blend"):
+            field = space.blend({int(i): float(w) for i, w in task["blend"].items()}, spherical=bool(task.get("slerp")))
+        else:
+            field = space.shape(int(task.get("shape", 0)))
+    else:
+        field = load_field(path, device=device)
     mesh_out = _resolve(base, task["mesh_out"])
     _, seconds = _extract_to_file(field, task, mesh_out, channel, index)
     return {"mesh_out": mesh_out, "extract_seconds": seconds}
 
 
-RUNNERS = {"fit": run_fit, "extract": run_extract}
+def run_fit_space(task: dict, base: str, channel: _Channel, index: int) -> dict:
+    from .config import with_overrides
+    from .fieldfile import save_space
+    from .meshio import load_mesh
+    from .shapespace import fit_shape_space, space_configs
+
+    meshes = [load_mesh(_resolve(base, path)) for path in task["meshes"]]
+    field_config, train_config = space_configs()
+    field_config = with_overrides(field_config, task.get("field_config", {}))
+    train_config = with_overrides(train_config, task.get("train_config", {}))
+
+    def on_progress(info):
+        channel.send("progress", task=index, **info)
+
+    space = fit_shape_space(meshes, field_config, train_config, names=task.get("names"), on_progress=on_progress)
+    space_path = _resolve(base, task["space_path"])
+    save_space(space_path, space)
+    result = {"space_path": space_path, "report": space.report, "names": space.names, "mesh_out": []}
+    try:
+        for shape, mesh_out in enumerate(task["mesh_out"]):
+            mesh_out = _resolve(base, mesh_out)
+            _extract_to_file(space.shape(shape), task["extract"], mesh_out, channel, index)
+            result["mesh_out"].append(mesh_out)
+    except BaseException:
+        os.remove(space_path)  # nothing will reference it: leave no orphan file
+        raise
+    return result
+
+
+RUNNERS = {"fit": run_fit, "fit-space": run_fit_space, "extract": run_extract}
 REQUIRED_MODULES = {"torch": "PyTorch", "numpy": "NumPy", "skimage": "scikit-image"}
 
 
