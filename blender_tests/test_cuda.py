@@ -152,3 +152,26 @@ def test_adaptive_extraction_on_cuda_matches_dense_for_a_hash_grid_field():
     gap = max(cKDTree(dense.vertices).query(adaptive.vertices)[0].max(),
               cKDTree(adaptive.vertices).query(dense.vertices)[0].max())
     assert gap <= 1e-5 * dense.diagonal
+
+
+def test_shape_space_fits_blends_and_reconstructs_on_cuda():
+    from neural_field_addon.core.config import FieldConfig, TrainConfig
+    from neural_field_addon.core.extraction import extract_isosurface
+    from neural_field_addon.core.geometry import TriangleMesh
+    from neural_field_addon.core.metrics import compare_meshes
+    from neural_field_addon.core.shapespace import fit_shape_space, reconstruct
+
+    from analytic import edge_face_counts
+
+    meshes = [TriangleMesh(*torus(1.0, radius)) for radius in (0.2, 0.5)]
+    space = fit_shape_space(meshes, FieldConfig(width=128, depth=3, fourier_sigma=0.75, latent_dim=16),
+                            TrainConfig(steps=400, batch=8192, pool_size=1 << 15, device="cuda"))
+    assert space.codes.is_cuda
+    for index, mesh in enumerate(meshes):
+        figures = compare_meshes(mesh, extract_isosurface(space.shape(index), 64), samples=10_000)
+        assert figures["chamfer_l1"] < 1e-3
+    blend = extract_isosurface(space.blend({0: 0.5, 1: 0.5}, spherical=True), 64)
+    assert np.all(edge_face_counts(blend.faces) == 2)
+    held_out = TriangleMesh(*torus(1.0, 0.35))
+    field = reconstruct(space, points=held_out.vertices[held_out.vertices[:, 2] > 0], steps=200)
+    assert compare_meshes(held_out, extract_isosurface(field, 64), samples=10_000)["chamfer_l1"] < 1e-2
