@@ -246,32 +246,13 @@ class NEURAL_FIELD_OT_fit(_WorkerOperator, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if STATE.running:
-            cls.poll_message_set("A Neural Field job is running")
-            return False
-        return True
+        return _idle(cls)
 
     def fill_job(self, context, job: WorkerJob) -> None:
-        from ..core.geometry import TriangleMesh
-
-        sources = _selected_meshes(context)
         settings = context.scene.neural_field
-        if context.mode == "EDIT_MESH":
-            for obj in sources:
-                obj.update_from_editmode()
-        depsgraph = context.evaluated_depsgraph_get()
-        exported = []
-        for obj in sources:
-            vertices, faces = mesh_bridge.evaluated_triangles(obj, depsgraph)
-            try:
-                TriangleMesh(vertices, faces)
-            except ValueError as error:
-                raise InputError(f"Cannot fit '{obj.name}': {error}") from error
-            exported.append((obj, vertices, faces))
+        sources, mesh_files = _export_selected(context, job)
         self._sources = []
-        for index, (obj, vertices, faces) in enumerate(exported):
-            mesh_file = job.path(f"mesh_{index}.npz")
-            np.savez(mesh_file, vertices=vertices, faces=faces)
+        for index, (obj, mesh_file) in enumerate(zip(sources, mesh_files)):
             job.add_task(
                 {
                     "type": "fit",
@@ -315,6 +296,41 @@ class NEURAL_FIELD_OT_fit(_WorkerOperator, bpy.types.Operator):
         )
         self.report({"INFO"}, f"Fitted {summary}")
         return {"FINISHED"}
+
+
+def _idle(operator_class) -> bool:
+    """Poll of the operators that start a job: one job at a time."""
+    if STATE.running:
+        operator_class.poll_message_set("A Neural Field job is running")
+        return False
+    return True
+
+
+def _export_selected(context, job: WorkerJob, at_least: int = 1):
+    """The selected meshes' evaluated triangles, checked and written into the job folder; returns
+    the source objects and their NPZ paths. Nothing is written if any mesh is refused."""
+    from ..core.geometry import TriangleMesh
+
+    sources = _selected_meshes(context)
+    if len(sources) < at_least:
+        raise InputError(f"A shape space needs two or more meshes; {len(sources)} is selected")
+    if context.mode == "EDIT_MESH":
+        for obj in sources:
+            obj.update_from_editmode()
+    depsgraph = context.evaluated_depsgraph_get()
+    exported = []
+    for obj in sources:
+        vertices, faces = mesh_bridge.evaluated_triangles(obj, depsgraph)
+        try:
+            TriangleMesh(vertices, faces)
+        except ValueError as error:
+            raise InputError(f"Cannot fit '{obj.name}': {error}") from error
+        exported.append((vertices, faces))
+    paths = []
+    for index, (vertices, faces) in enumerate(exported):
+        paths.append(job.path(f"mesh_{index}.npz"))
+        np.savez(paths[-1], vertices=vertices, faces=faces)
+    return sources, paths
 
 
 def _selected_meshes(context) -> list:
@@ -376,31 +392,11 @@ class NEURAL_FIELD_OT_fit_shape_space(_WorkerOperator, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if STATE.running:
-            cls.poll_message_set("A Neural Field job is running")
-            return False
-        return True
+        return _idle(cls)
 
     def fill_job(self, context, job: WorkerJob) -> None:
-        from ..core.geometry import TriangleMesh
-
-        sources = _selected_meshes(context)
-        if len(sources) < 2:
-            raise InputError(f"A shape space needs two or more meshes; {len(sources)} is selected")
         settings = context.scene.neural_field
-        if context.mode == "EDIT_MESH":
-            for obj in sources:
-                obj.update_from_editmode()
-        depsgraph = context.evaluated_depsgraph_get()
-        meshes = []
-        for index, obj in enumerate(sources):
-            vertices, faces = mesh_bridge.evaluated_triangles(obj, depsgraph)
-            try:
-                TriangleMesh(vertices, faces)
-            except ValueError as error:
-                raise InputError(f"Cannot fit '{obj.name}': {error}") from error
-            meshes.append(job.path(f"mesh_{index}.npz"))
-            np.savez(meshes[-1], vertices=vertices, faces=faces)
+        sources, meshes = _export_selected(context, job, at_least=2)
         self._sources = [obj.name for obj in sources]
         job.add_task(
             {

@@ -27,7 +27,6 @@ The adaptive path, in the spirit of Occupancy Networks' MISE:
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field as dataclass_field
 

@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from .config import FieldConfig, TrainConfig, check_compatible
-from .devices import describe_device, flush_denormals, resolve_device
+from .devices import flush_denormals, resolve_device
 from .field import NeuralField
 from .geometry import FieldTransform, TriangleMesh
-from .networks import FieldNetwork, parameter_count
+from .networks import FieldNetwork
 from .objectives import SDF_LOSSES, occupancy_bce
 from .training import FieldFitter, sample_pool
 
@@ -174,14 +174,7 @@ class ShapeSpaceFitter(FieldFitter):
         self.optimizer = torch.optim.Adam(
             [{"params": self.network.parameters()}, {"params": [self.codes]}], lr=self.train_config.lr
         )
-        self.step_count = 0
-        self.timings = {"groundtruth_seconds": 0.0, "train_seconds": 0.0}
-        self.last_loss = math.nan
-        self._pool_points = None
-        self._pool_sdf = None
-        self._loss_sum = torch.zeros((), device=self.device)
-        self._loss_terms = 0
-        self._generator = torch.Generator(device=self.device).manual_seed(self.train_config.seed)
+        self._start_stepping()
 
     def build_pool(self) -> None:
         """One pool per shape, stacked (shapes, pool_size, 3), each from its own seed."""
@@ -223,18 +216,7 @@ class ShapeSpaceFitter(FieldFitter):
         return losses
 
     def field(self) -> ShapeSpace:  # what run() returns
-        report = {
-            "steps": self.step_count,
-            "final_loss": self.read_loss(),
-            "device": self.device,
-            "device_name": describe_device(self.device),
-            "kind": self.field_config.kind,
-            "encoding": self.field_config.encoding,
-            "parameters": parameter_count(self.network),
-            "shapes": len(self.sources),
-            "latent_dim": self.field_config.latent_dim,
-            **self.timings,
-        }
+        report = {**self.base_report(), "shapes": len(self.sources), "latent_dim": self.field_config.latent_dim}
         return ShapeSpace(
             config=self.field_config,
             network=self.network,

@@ -73,6 +73,10 @@ class FieldFitter:
         self._graph_pending = cuda_hash_grid and self.train_config.eikonal_weight == 0 and use_cuda_graph
         self._graph = None
         self.optimizer = _optimizer(self.network, self.train_config.lr, self.device, self._graph_pending)
+        self._start_stepping()
+
+    def _start_stepping(self) -> None:
+        """Step count, timings, an empty pool, the loss accumulator and the batch generator."""
         self.step_count = 0
         self.timings = {"groundtruth_seconds": 0.0, "train_seconds": 0.0}
         self.last_loss = math.nan
@@ -202,8 +206,9 @@ class FieldFitter:
         self.timings["train_seconds"] = time.perf_counter() - start
         return self.field()
 
-    def field(self) -> NeuralField:
-        report = {
+    def base_report(self) -> dict:
+        """What every fit reports: steps, final loss, device, network, timings."""
+        return {
             "steps": self.step_count,
             "final_loss": self.read_loss(),
             "device": self.device,
@@ -212,9 +217,14 @@ class FieldFitter:
             "encoding": self.field_config.encoding,
             "precision": str(self.autocast or torch.float32).replace("torch.", ""),
             "parameters": parameter_count(self.network),
+            **self.timings,
+        }
+
+    def field(self) -> NeuralField:
+        report = {
+            **self.base_report(),
             "source_vertices": len(self.source.vertices),
             "source_faces": len(self.source.faces),
-            **self.timings,
         }
         return NeuralField(
             config=self.field_config,
