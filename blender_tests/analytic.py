@@ -128,6 +128,61 @@ def torus(major: float = 1.0, minor: float = 0.35, major_segments: int = 64, min
     return vertices.reshape(-1, 3), faces.astype(np.int64)
 
 
+def implicit_mesh(inside, low, high, resolution: int = 64):
+    """Closed, outward-oriented mesh of {inside(p) = 0} (negative inside) by marching cubes over
+    the box [low, high], which must hold the shape with a margin."""
+    from skimage.measure import marching_cubes
+
+    low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+    axes = [np.linspace(low[i], high[i], resolution) for i in range(3)]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+    values = np.asarray(inside(grid.reshape(-1, 3))).reshape(grid.shape[:3])
+    vertices, faces, _, _ = marching_cubes(values, 0.0, spacing=tuple((high - low) / (resolution - 1)))
+    vertices = vertices + low
+    faces = faces.astype(np.int64)
+    if signed_volume(vertices, faces) < 0:
+        faces = faces[:, ::-1].copy()
+    return vertices, faces
+
+
+def superquadric(radii=(1.0, 1.0, 1.0), e1: float = 1.0, e2: float = 1.0, resolution: int = 64):
+    """Barr's superquadric |x/a|^(2/e2) + |y/b|^(2/e2))^(e2/e1) + |z/c|^(2/e1) = 1: e1 shapes the
+    profile along z, e2 the cross-section (1: round, towards 0: square, 2: diamond)."""
+    radii = np.asarray(radii, dtype=np.float64)
+
+    def inside(points):
+        x, y, z = np.abs(points / radii).T
+        value = (x ** (2.0 / e2) + y ** (2.0 / e2)) ** (e2 / e1) + z ** (2.0 / e1)
+        return value ** (e1 / 2.0) - 1.0  # degree-1 homogeneous: a distance-like scale
+
+    return implicit_mesh(inside, -1.2 * radii, 1.2 * radii, resolution)
+
+
+def _box_sdf(points, center, half):
+    q = np.abs(points - np.asarray(center)) - np.asarray(half)
+    return np.linalg.norm(np.maximum(q, 0.0), axis=1) + np.minimum(q.max(axis=1), 0.0)
+
+
+def chair(seat_width: float = 1.0, seat_depth: float = 1.0, leg_height: float = 0.9, back_height: float = 1.0,
+          thickness: float = 0.1, resolution: int = 80):
+    """A simple chair from boxes (a seat, four legs and a back), one closed surface: the union
+    of the boxes' distance fields, so no faces hide inside where boxes meet."""
+    w, d, t = seat_width / 2.0, seat_depth / 2.0, thickness
+    boxes = [((0.0, 0.0, leg_height + t / 2.0), (w, d, t / 2.0)),  # seat
+             ((0.0, d - t / 2.0, leg_height + t + back_height / 2.0), (w, t / 2.0, back_height / 2.0))]  # back
+    for x in (-w + t / 2.0, w - t / 2.0):
+        for y in (-d + t / 2.0, d - t / 2.0):
+            boxes.append(((x, y, leg_height / 2.0), (t / 2.0, t / 2.0, leg_height / 2.0)))
+
+    def inside(points):
+        return np.min([_box_sdf(points, center, half) for center, half in boxes], axis=0)
+
+    top = leg_height + t + back_height
+    margin = 0.15
+    return implicit_mesh(inside, (-w - margin, -d - margin, -margin), (w + margin, d + margin, top + margin),
+                         resolution)
+
+
 # ----------------------------------------------------------------------------- exact SDFs
 
 

@@ -73,3 +73,94 @@ def test_fit_shape_space_with_one_mesh_is_refused(space_scene):
     bpy.context.view_layer.objects.active = bpy.data.objects["Thin"]
     with pytest.raises(RuntimeError, match="two or more meshes"):
         bpy.ops.neural_field.fit_shape_space()
+
+
+def _live(addon):
+    import importlib
+
+    return importlib.import_module(addon.__name__ + ".blender.live")
+
+
+def _select(objects, active):
+    for obj in bpy.context.selected_objects:
+        obj.select_set(False)
+    for obj in objects:
+        obj.select_set(True)
+    bpy.context.view_layer.objects.active = active
+
+
+def test_live_preview_follows_the_mix_and_goes_away_when_turned_off(space_scene, addon):
+    live = _live(addon)
+    thin, fat = space_scene["objects"]
+    record = thin.neural_field
+    record.shape_a, record.shape_b, record.mix = 0, 1, 0.0
+    record.live_preview = True
+    try:
+        assert live.wait(60), live.LIVE.message
+        preview = bpy.data.objects[thin.name + live.PREVIEW_SUFFIX]
+        assert preview.neural_field.is_preview and not thin.visible_get()
+        np.testing.assert_allclose(np.array(preview.matrix_world), np.array(thin.matrix_world), atol=1e-6)
+        volumes = [_volume(preview)]
+        for mix in (0.5, 1.0):
+            record.mix = mix  # as a dragged slider sets it
+            assert live.wait(60), live.LIVE.message
+            volumes.append(_volume(preview))
+        assert volumes[0] < volumes[1] < volumes[2]
+        assert volumes[2] == pytest.approx(_volume(fat), rel=0.1)  # the fat shape, in the thin one's frame
+    finally:
+        record.live_preview = False
+    assert thin.name + live.PREVIEW_SUFFIX not in bpy.data.objects
+    assert thin.visible_get() and not live.LIVE.active
+
+
+def test_live_preview_of_a_missing_space_file_says_so_and_stays_off(space_scene, addon, tmp_path):
+    live = _live(addon)
+    thin, _ = space_scene["objects"]
+    stored = thin.neural_field.field_path
+    thin.neural_field.field_path = str(tmp_path / "gone.nfield")
+    try:
+        thin.neural_field.live_preview = True
+        assert not thin.neural_field.live_preview and not live.LIVE.active
+        assert "missing" in live.LIVE.message
+    finally:
+        thin.neural_field.field_path = stored
+
+
+def _torus_points(location, minor, upper_only):
+    """Surface points of a torus (major radius 1) at `location`: a point-cloud mesh object."""
+    u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 80, endpoint=False), np.linspace(0, 2 * np.pi, 40, endpoint=False))
+    ring = 1.0 + minor * np.cos(v)
+    points = np.stack([ring * np.cos(u), ring * np.sin(u), minor * np.sin(v)], axis=-1).reshape(-1, 3)
+    if upper_only:
+        points = points[points[:, 2] > 0.0]
+    mesh = bpy.data.meshes.new("scan")
+    mesh.vertices.add(len(points))
+    mesh.vertices.foreach_set("co", points.astype(np.float32).ravel())
+    obj = bpy.data.objects.new("Scan", mesh)
+    bpy.context.scene.collection.objects.link(obj)
+    obj.location = location
+    return obj
+
+
+def test_reconstruct_completes_half_a_torus_from_its_points(space_scene):
+    thin, fat = space_scene["objects"]
+    scan = _torus_points((-3.0, 0.0, 0.0), 0.32, upper_only=True)  # over the thin torus's source
+    _select([scan, thin], thin)
+    assert bpy.ops.neural_field.reconstruct(steps=300) == {"FINISHED"}
+    result = bpy.data.objects["Scan.reconstructed"]
+    np.testing.assert_allclose(np.array(result.matrix_world), np.array(thin.matrix_world), atol=1e-6)
+    names = json.loads(result.neural_field.space_names)
+    assert names == ["Thin", "Fat", "Scan"] and result.neural_field.space_shape == 2
+    assert result.neural_field.field_path != thin.neural_field.field_path  # the space file is left as it was
+    volume, expected = _volume(result), 2 * np.pi**2 * 0.32**2
+    assert _volume(thin) < volume < _volume(fat)
+    assert volume == pytest.approx(expected, rel=0.35), (volume, expected)
+
+
+def test_reconstruct_without_a_shape_space_is_refused(space_scene):
+    scan = _torus_points((0.0, 6.0, 0.0), 0.3, upper_only=False)
+    _select([scan], scan)
+    objects = len(bpy.data.objects)
+    with pytest.raises(RuntimeError, match="shape-space field object"):
+        bpy.ops.neural_field.reconstruct()
+    assert len(bpy.data.objects) == objects

@@ -143,3 +143,16 @@ def test_occupancy_surface_stays_closed_at_high_resolution(occupancy_field):
     # every tile must still key such a vertex alike, or the surface cracks at tile faces.
     surface = extract_isosurface(occupancy_field, 256)
     assert np.all(edge_face_counts(surface.faces) == 2)
+
+
+def test_a_seed_from_a_nearby_level_gives_the_mesh_classification_gives(sdf_field):
+    """The live preview's path: start the band from the surface tiles of a nearby field (here
+    the next level out) and let closure follow the surface to where it is now."""
+    first = ExtractionReport("adaptive", 0, 0.0)
+    extract_isosurface(sdf_field, 64, 0.0, report=first)
+    seeded_report = ExtractionReport("adaptive", 0, 0.0)
+    seeded = extract_isosurface(sdf_field, 64, 0.06, seed=first.surface_tiles, report=seeded_report)
+    full = extract_isosurface(sdf_field, 64, 0.06)
+    assert len(seeded.faces) == len(full.faces)
+    np.testing.assert_allclose(np.sort(seeded.vertices, axis=0), np.sort(full.vertices, axis=0), atol=1e-9)
+    assert seeded_report.seconds["classify"] < 0.01 and (seeded_report.surface_tiles != first.surface_tiles).any()

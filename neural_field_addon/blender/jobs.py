@@ -19,10 +19,84 @@ import time
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER_MODULE = os.path.basename(PACKAGE_DIR) + ".core.worker"
+PREVIEW_MODULE = os.path.basename(PACKAGE_DIR) + ".core.preview"
 
 
 class WorkerError(RuntimeError):
     """The worker could not be started or stopped without finishing its job."""
+
+
+def _package_root(folder: str) -> str:
+    """A folder holding only our package (a link to it), so the worker does not see the other
+    extensions installed beside it as top-level packages."""
+    root = os.path.join(folder, "package")
+    os.makedirs(root, exist_ok=True)
+    try:
+        os.symlink(PACKAGE_DIR, os.path.join(root, os.path.basename(PACKAGE_DIR)), target_is_directory=True)
+    except OSError:  # no symlinks (Windows without the privilege): use the parent folder
+        return os.path.dirname(PACKAGE_DIR)
+    return root
+
+
+def _spawn(python: str, module: str, arguments: list, folder: str, extra_paths, stderr, stdin):
+    """Start `python -m module arguments...` without a shell, in `folder`, with our package and
+    `extra_paths` (the dependency folder) on its path and stdout as a text pipe."""
+    env = dict(os.environ)
+    paths = [_package_root(folder), *extra_paths]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["PYTHONUNBUFFERED"] = "1"
+    try:
+        return subprocess.Popen(
+            [python, "-m", module, *arguments],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=env,
+            cwd=folder,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+        )
+    except OSError as error:
+        raise WorkerError(f"cannot start the training worker with {python!r}: {error}") from error
+
+
+def _parse_line(line: str):
+    line = line.strip()
+    if not line:
+        return None
+    try:
+        message = json.loads(line)
+    except ValueError:
+        message = None
+    if not isinstance(message, dict) or "type" not in message:
+        message = {"type": "log", "message": line}
+    return message
+
+
+def _log_tail(path: str, lines: int = 6) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read().strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+def _stop(process, grace: float) -> None:
+    """Terminate, then kill if the process has not exited within `grace` seconds."""
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass  # unkillable (stuck in the driver): leave it to the OS
 
 
 class WorkerJob:
@@ -51,55 +125,18 @@ class WorkerJob:
     def start(self) -> None:
         with open(self.path("job.json"), "w", encoding="utf-8") as handle:
             json.dump({"tasks": self.tasks}, handle)
-        env = dict(os.environ)
-        paths = [self._package_root(), *self.extra_paths]
-        if env.get("PYTHONPATH"):
-            paths.append(env["PYTHONPATH"])
-        env["PYTHONPATH"] = os.pathsep.join(paths)
-        env["PYTHONUNBUFFERED"] = "1"
         self._stderr = open(self.path("worker.log"), "wb")
-        command = [self.python, "-m", WORKER_MODULE, self.path("job.json")]
-        try:
-            self.process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=self._stderr,
-                env=env,
-                cwd=self.folder,
-                text=True,
-                encoding="utf-8",
-                errors="replace",
-            )
-        except OSError as error:
-            raise WorkerError(f"cannot start the training worker with {self.python!r}: {error}") from error
+        self.process = _spawn(self.python, WORKER_MODULE, [self.path("job.json")], self.folder, self.extra_paths,
+                              self._stderr, stdin=subprocess.DEVNULL)
         self.started_at = time.monotonic()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
-    def _package_root(self) -> str:
-        """A folder holding only our package (a link to it), so the worker does not see the
-        other extensions installed beside it as top-level packages."""
-        root = self.path("package")
-        os.makedirs(root, exist_ok=True)
-        try:
-            os.symlink(PACKAGE_DIR, os.path.join(root, os.path.basename(PACKAGE_DIR)), target_is_directory=True)
-        except OSError:  # no symlinks (Windows without the privilege): use the parent folder
-            return os.path.dirname(PACKAGE_DIR)
-        return root
-
     def _read(self) -> None:
         for line in self.process.stdout:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                message = json.loads(line)
-            except ValueError:
-                message = None
-            if not isinstance(message, dict) or "type" not in message:
-                message = {"type": "log", "message": line}
-            self.messages.put(message)
+            message = _parse_line(line)
+            if message is not None:
+                self.messages.put(message)
         self.process.wait()
         self.messages.put({"type": "_exit", "code": self.process.returncode})
 
@@ -137,25 +174,11 @@ class WorkerJob:
         ]
 
     def log_tail(self, lines: int = 6) -> str:
-        try:
-            with open(self.path("worker.log"), encoding="utf-8", errors="replace") as handle:
-                text = handle.read().strip().splitlines()
-        except OSError:
-            return ""
-        return " | ".join(text[-lines:])
+        return _log_tail(self.path("worker.log"), lines)
 
     def cancel(self, grace: float = 0.5) -> None:
         """Stop the worker: terminate, then kill if it has not exited within `grace` seconds."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                try:
-                    self.process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    pass  # unkillable (stuck in the driver): leave it to the OS
+        _stop(self.process, grace)
         self.done = True
 
     def cleanup(self) -> None:
@@ -164,4 +187,83 @@ class WorkerJob:
             self._reader.join(timeout=2)
         if self._stderr is not None:
             self._stderr.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class PreviewSession:
+    """A live-preview server (core/preview.py) holding one shape space: request() sends a blend
+    and returns its id; poll() gives the replies. Only the newest mesh matters to the caller, and
+    the server skips blends that a newer one has overtaken, so requests may be sent freely."""
+
+    def __init__(self, space_path: str, device: str = "auto", python: str | None = None,
+                 extra_paths: tuple[str, ...] = ()):
+        self.space_path = space_path
+        self.folder = tempfile.mkdtemp(prefix="neural_field_preview_")
+        self.messages: queue.Queue = queue.Queue()
+        self.next_id = 0
+        self.loaded = None  # the 'loaded' reply once the space is in memory
+        self._stderr = open(os.path.join(self.folder, "preview.log"), "wb")
+        self.process = _spawn(python or sys.executable, PREVIEW_MODULE, [], self.folder,
+                              tuple(p for p in extra_paths if p), self._stderr, stdin=subprocess.PIPE)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._send({"type": "load", "path": space_path, "device": device})
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def request(self, weights: dict, slerp: bool = False, resolution: int = 64, level: float = 0.0) -> int:
+        """Ask for the blend {shape index: weight}; returns the request's id."""
+        request_id = self.next_id
+        self.next_id += 1
+        self._send({"type": "blend", "id": request_id, "weights": {str(i): float(w) for i, w in weights.items()},
+                    "slerp": bool(slerp), "resolution": int(resolution), "level": float(level),
+                    "out": os.path.join(self.folder, f"preview_{request_id}.npz")})
+        return request_id
+
+    def _send(self, message: dict) -> None:
+        try:
+            self.process.stdin.write(json.dumps(message) + "\n")
+            self.process.stdin.flush()
+        except (OSError, ValueError) as error:  # the server has exited (its pipe is closed)
+            raise WorkerError(f"the preview worker has stopped: {_log_tail(self._log_path()) or error}") from error
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            message = _parse_line(line)
+            if message is not None:
+                self.messages.put(message)
+        self.process.wait()
+        self.messages.put({"type": "error", "id": None, "fatal": True,
+                           "message": f"the preview worker stopped (exit code {self.process.returncode}): "
+                           f"{_log_tail(self._log_path()) or 'no output'}"})
+
+    def _log_path(self) -> str:
+        return os.path.join(self.folder, "preview.log")
+
+    def poll(self, timeout: float = 0.0) -> list[dict]:
+        """Replies received so far; waits up to `timeout` seconds for the first one."""
+        out = []
+        try:
+            out.append(self.messages.get(timeout=timeout) if timeout > 0 else self.messages.get_nowait())
+            while True:
+                out.append(self.messages.get_nowait())
+        except queue.Empty:
+            pass
+        for message in out:
+            if message.get("type") == "loaded":
+                self.loaded = message
+        return out
+
+    def close(self) -> None:
+        if self.alive:
+            try:
+                self._send({"type": "quit"})
+                self.process.wait(timeout=1.0)
+            except (WorkerError, subprocess.TimeoutExpired):
+                pass
+        _stop(self.process, grace=0.5)
+        self._reader.join(timeout=2)
+        self._stderr.close()
         shutil.rmtree(self.folder, ignore_errors=True)

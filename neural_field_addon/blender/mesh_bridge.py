@@ -22,6 +22,14 @@ def evaluated_triangles(obj, depsgraph) -> tuple[np.ndarray, np.ndarray]:
     return vertices.reshape(-1, 3), triangles.reshape(-1, 3)
 
 
+def evaluated_points(obj, depsgraph) -> np.ndarray:
+    """Positions (n, 3) in object space of a point-cloud object's evaluated points."""
+    data = obj.evaluated_get(depsgraph).data
+    positions = np.empty(len(data.points) * 3, dtype=np.float64)
+    data.attributes["position"].data.foreach_get("vector", positions)
+    return positions.reshape(-1, 3)
+
+
 def mesh_from_arrays(name: str, vertices: np.ndarray, faces: np.ndarray, normals=None) -> bpy.types.Mesh:
     """A new mesh datablock with the given triangles: flat-shaded as extracted, or with `normals`
     (n, 3) smooth-shaded with them as custom vertex normals."""

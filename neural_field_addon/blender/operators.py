@@ -20,9 +20,12 @@ from .jobs import WorkerError, WorkerJob
 from .preferences import worker_paths, worker_python
 
 FIELDS_COLLECTION = "Neural Fields"
+# Surface points taken from a mesh reconstructed as points.
+POINT_SAMPLES = 20_000
 PHASE_LABELS = {
     "groundtruth": "Computing ground truth",
     "train": "Training",
+    "reconstruct": "Fitting the code",
     "extract": "Extracting surface",
     "evaluate": "Measuring fidelity",
 }
@@ -180,7 +183,7 @@ def _progress_text(message: dict, task_count: int) -> tuple[float, str]:
     phase = message.get("phase", "")
     label = PHASE_LABELS.get(phase, phase)
     fraction = 0.0
-    if phase == "train":
+    if phase in ("train", "reconstruct"):
         step, steps = message.get("step", 0), max(1, message.get("steps", 1))
         fraction = step / steps
         label += (
@@ -443,19 +446,15 @@ class NEURAL_FIELD_OT_fit_shape_space(_WorkerOperator, bpy.types.Operator):
 
 def _space_choice(record) -> dict:
     """What Extract takes from a shape-space object: shape A, or the blend of A and B at `mix`."""
-    import json
+    from .live import blend_weights
 
-    count = len(json.loads(record.space_names or "[]"))
-    for name in ("shape_a", "shape_b"):
-        if getattr(record, name) >= count:
-            raise InputError(f"{name.replace('_', ' ').title()} is {getattr(record, name)}, but the space has "
-                             f"shapes 0..{count - 1}")
-    a, b, mix = record.shape_a, record.shape_b, record.mix
-    if a == b or mix <= 0.0:
-        return {"shape": a}
-    if mix >= 1.0:
-        return {"shape": b}
-    return {"blend": {str(a): 1.0 - mix, str(b): mix}}
+    try:
+        weights = blend_weights(record)
+    except ValueError as error:
+        raise InputError(str(error)) from error
+    if len(weights) == 1:
+        return {"shape": next(iter(weights))}
+    return {"blend": {str(index): weight for index, weight in weights.items()}}
 
 
 class NEURAL_FIELD_OT_extract(_WorkerOperator, bpy.types.Operator):
@@ -520,6 +519,136 @@ class NEURAL_FIELD_OT_extract(_WorkerOperator, bpy.types.Operator):
         obj.neural_field.level = self._record["level"]
         self.report({"INFO"}, f"Extracted {obj.name}: {len(vertices)} vertices at resolution {self._record['resolution']}")
         return {"FINISHED"}
+
+
+class NEURAL_FIELD_OT_reconstruct(_WorkerOperator, bpy.types.Operator):
+    """Fit a code of the selected shape space to the selected mesh or point cloud (shape completion from partial data) and add the result as a new field object"""
+
+    bl_idname = "neural_field.reconstruct"
+    bl_label = "Reconstruct from Shape Space"
+    bl_options = {"UNDO"}
+
+    input_mode: bpy.props.EnumProperty(
+        name="Input", default="AUTO",
+        items=(("AUTO", "Auto", "A mesh with faces as a surface, vertices or a point cloud as surface points"),
+               ("MESH", "Surface", "The mesh's faces: signed distances around a closed surface"),
+               ("POINTS", "Points", "Only the vertices, as points on the surface (partial scans, open meshes)")))
+    steps: bpy.props.IntProperty(name="Steps", description="Optimisation steps for the code", default=500, min=1,
+                                 soft_max=5000)
+
+    @classmethod
+    def poll(cls, context):
+        return _idle(cls)
+
+    def fill_job(self, context, job: WorkerJob) -> None:
+        space_obj = _selected_space_object(context)
+        path = storage.absolute_path(space_obj.neural_field.field_path)
+        if not os.path.isfile(path):
+            raise InputError(f"The shape-space file of '{space_obj.name}' is missing: {path}")
+        inputs = [obj for obj in context.selected_objects
+                  if obj.type in ("MESH", "POINTCLOUD") and not obj.neural_field.is_field]
+        if not inputs:
+            raise InputError("Select the mesh or point cloud to reconstruct together with the shape-space object")
+        if context.mode == "EDIT_MESH":
+            for obj in inputs:
+                obj.update_from_editmode()
+        depsgraph = context.evaluated_depsgraph_get()
+        settings = context.scene.neural_field
+        self._tasks = []
+        for index, obj in enumerate(inputs):
+            arrays, frame = self._input_arrays(obj, space_obj, depsgraph)
+            input_path = job.path(f"input_{index}.npz")
+            np.savez(input_path, **arrays)
+            job.add_task({
+                "type": "reconstruct", "space_path": path, "input": input_path, "name": obj.name,
+                "steps": self.steps, "seed": settings.seed, "device": settings.device.lower(),
+                "out_space_path": storage.new_field_path(obj.name + "_space"),
+                "extract": _extract_settings(settings), "mesh_out": job.path(f"result_{index}.npz"),
+            })
+            self._tasks.append((obj.name, frame.name))
+        self._record = {"resolution": settings.resolution, "level": settings.level}
+
+    def _input_arrays(self, obj, space_obj, depsgraph):
+        """The input as the worker takes it, and the object whose frame the result lands in: a
+        surface in the input's own coordinates (the reconstruction finds its frame), or points
+        in the space object's coordinates (a partial cloud cannot say where its shape's centre is,
+        so it is read in the frame of the space's shapes)."""
+        from ..core.geometry import TriangleMesh
+
+        if obj.type == "MESH":
+            vertices, faces = mesh_bridge.evaluated_triangles(obj, depsgraph)
+        else:
+            vertices, faces = mesh_bridge.evaluated_points(obj, depsgraph), np.zeros((0, 3), dtype=np.int64)
+        as_surface = self.input_mode == "MESH" or (self.input_mode == "AUTO" and len(faces) > 0)
+        if as_surface:
+            if len(faces) == 0:
+                raise InputError(f"'{obj.name}' has no faces to use as a surface: reconstruct it from its points")
+            try:
+                TriangleMesh(vertices, faces)
+            except ValueError as error:
+                raise InputError(f"Cannot reconstruct '{obj.name}': {error}") from error
+            return {"vertices": vertices, "faces": faces}, obj
+        if len(faces):  # the surface, sampled evenly, rather than its vertices bunched where detail is
+            from ..core.geometry.sampling import sample_surface
+
+            try:
+                vertices, _ = sample_surface(TriangleMesh(vertices, faces), POINT_SAMPLES, np.random.default_rng(0))
+            except ValueError as error:
+                raise InputError(f"Cannot reconstruct '{obj.name}': {error}") from error
+        to_space = np.array(space_obj.matrix_world.inverted() @ obj.matrix_world)
+        points = vertices @ to_space[:3, :3].T + to_space[:3, 3]
+        if len(points) < 16:
+            raise InputError(f"'{obj.name}' has {len(points)} points; a reconstruction needs at least 16")
+        if not np.all(np.isfinite(points)):
+            raise InputError(f"'{obj.name}' has NaN or infinite coordinates")
+        return {"points": points}, space_obj
+
+    def apply(self, context, job, results, errors):
+        import json
+
+        names = [name for name, _ in self._tasks]
+        if not results:
+            self.report({"ERROR"}, f"Reconstruct failed: {_failure_text(errors, names)}")
+            return {"CANCELLED"}
+        collection = _fields_collection(context.scene)
+        created = []
+        for index, result in sorted(results.items()):
+            name, frame_name = self._tasks[index]
+            source, frame = bpy.data.objects.get(name), bpy.data.objects.get(frame_name)
+            vertices, faces, normals = _load_arrays(result["mesh_out"])
+            obj = bpy.data.objects.new(f"{name}.reconstructed",
+                                       mesh_bridge.mesh_from_arrays(f"{name}.reconstructed", vertices, faces, normals))
+            collection.objects.link(obj)
+            if frame is not None:
+                obj.matrix_world = frame.matrix_world.copy()
+            _record_fit(obj, source, name, {"field_path": result["space_path"], "report": result["report"]},
+                        self._record)
+            record = obj.neural_field
+            shape = int(result["shape"])
+            record.space_shape, record.shape_a, record.shape_b, record.mix = shape, shape, shape, 0.0
+            record.space_names = json.dumps(result["names"])
+            created.append(obj)
+        _select_only(context, created)
+        if errors:
+            self.report({"WARNING"}, f"Some reconstructions failed: {_failure_text(errors, names)}")
+        self.report({"INFO"}, f"Reconstructed {', '.join(obj.name for obj in created)}")
+        return {"FINISHED"}
+
+
+def _selected_space_object(context):
+    """The one shape-space field object among the selected and active objects."""
+    candidates = {obj for obj in context.selected_objects if obj.neural_field.space_shape >= 0}
+    active = context.active_object
+    if active is not None and active.neural_field.space_shape >= 0:
+        candidates.add(active)
+    spaces = {storage.absolute_path(obj.neural_field.field_path) for obj in candidates}
+    if not candidates:
+        raise InputError("Select a shape-space field object (made by Fit Shape Space) together with the input")
+    if len(spaces) > 1:
+        raise InputError(f"The selection holds objects of {len(spaces)} different shape spaces: select one")
+    if active in candidates:
+        return active
+    return sorted(candidates, key=lambda obj: obj.name)[0]
 
 
 class NEURAL_FIELD_OT_cancel(bpy.types.Operator):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bpy
 
+from . import live
 from .operators import STATE
 
 
@@ -40,10 +41,10 @@ class VIEW3D_PT_neural_field(bpy.types.Panel):
 
         obj = context.active_object
         if obj is not None and obj.neural_field.is_field:
-            self._draw_field(layout, obj)
+            self._draw_field(layout, obj, context)
 
     @staticmethod
-    def _draw_field(layout, obj):
+    def _draw_field(layout, obj, context):
         import os
 
         from .storage import absolute_path
@@ -71,7 +72,16 @@ class VIEW3D_PT_neural_field(bpy.types.Panel):
             space.prop(record, "shape_a")
             space.prop(record, "shape_b")
             space.prop(record, "mix", slider=True)
+            row = space.row(align=True)
+            row.prop(record, "live_preview", toggle=True, icon="HIDE_OFF")
+            row.prop(context.scene.neural_field, "preview_resolution", text="")
+            if live.LIVE.owner == obj.name and live.LIVE.active:
+                state = f"{live.LIVE.rate:.1f} updates/s" if live.LIVE.rate else "Loading the space..."
+                space.label(text=f"Preview: {state}", icon="TIME")
+            if live.LIVE.message and (live.LIVE.owner in ("", obj.name)):
+                space.label(text=live.LIVE.message, icon="ERROR")
             space.operator("neural_field.extract", text="Extract Blend", icon="FILE_REFRESH")
+            space.operator("neural_field.reconstruct", icon="MOD_SHRINKWRAP")
         if record.chamfer >= 0:
             box.label(text=f"Chamfer-L1 {record.chamfer:.2e} of diagonal")
             box.label(text=f"Normal consistency {record.normal_consistency:.3f}, F-score {record.fscore:.3f}")

@@ -131,12 +131,37 @@ class NeuralFieldSceneSettings(bpy.types.PropertyGroup):
     level: FloatProperty(
         name="Level", description="Iso-level offset in the object's units; positive grows the shape",
         default=0.0, subtype="DISTANCE", precision=4, step=0.1)
+    preview_resolution: IntProperty(
+        name="Preview Resolution", description="Grid samples along the longest side of the live preview",
+        default=64, min=16, soft_max=128, max=256)
     normals: BoolProperty(
         name="Field Normals", description="Shade the extracted surface smooth with vertex normals "
         "from the field's gradient", default=False)
     evaluate: BoolProperty(
         name="Measure Fidelity", description="After fitting, measure Chamfer distance, normal "
         "consistency and F-score of the result against the source", default=True)
+
+
+def _blend_changed(record, context):
+    if record.live_preview:
+        from . import live
+
+        live.request(record.id_data)
+
+
+def _toggle_live_preview(record, context):
+    from . import live
+
+    obj = record.id_data
+    if not record.live_preview:
+        if live.LIVE.owner == obj.name:
+            live.stop()
+        return
+    try:
+        live.start(obj, context)
+    except ValueError as error:
+        record["live_preview"] = False  # without re-entering this update
+        live.LIVE.message = str(error)
 
 
 class NeuralFieldObjectSettings(bpy.types.PropertyGroup):
@@ -160,10 +185,17 @@ class NeuralFieldObjectSettings(bpy.types.PropertyGroup):
     space_shape: IntProperty(name="Shape in Space", description="This object's shape in its shape space "
                              "(-1: a single field)", default=-1, min=-1)
     space_names: StringProperty(name="Shapes", description="Names of the space's shapes (JSON list)", default="")
-    shape_a: IntProperty(name="Shape A", description="First shape of the blend Extract makes", default=0, min=0)
-    shape_b: IntProperty(name="Shape B", description="Second shape of the blend Extract makes", default=0, min=0)
+    shape_a: IntProperty(name="Shape A", description="First shape of the blend Extract makes", default=0, min=0,
+                         update=_blend_changed)
+    shape_b: IntProperty(name="Shape B", description="Second shape of the blend Extract makes", default=0, min=0,
+                         update=_blend_changed)
     mix: FloatProperty(name="Mix", description="0: shape A, 1: shape B, between: a blend of their codes",
-                       default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+                       default=0.0, min=0.0, max=1.0, subtype="FACTOR", update=_blend_changed)
+    live_preview: BoolProperty(
+        name="Live Preview", description="Show the blend in a preview object that follows Shape A, Shape B "
+        "and Mix as they change (a worker keeps the space loaded)", default=False, update=_toggle_live_preview)
+    is_preview: BoolProperty(name="Is Preview", description="A live preview's object (removed when it stops)",
+                             default=False)
 
 
 def fit_task_settings(settings: NeuralFieldSceneSettings) -> dict:

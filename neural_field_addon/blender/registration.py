@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators, panel, preferences, properties
+from . import live, operators, panel, preferences, properties
 
 CLASSES = (
     properties.NeuralFieldSceneSettings,
@@ -13,6 +13,7 @@ CLASSES = (
     operators.NEURAL_FIELD_OT_fit,
     operators.NEURAL_FIELD_OT_fit_shape_space,
     operators.NEURAL_FIELD_OT_extract,
+    operators.NEURAL_FIELD_OT_reconstruct,
     operators.NEURAL_FIELD_OT_cancel,
     panel.VIEW3D_PT_neural_field,
     panel.VIEW3D_PT_neural_field_network,
@@ -24,9 +25,11 @@ def register():
         bpy.utils.register_class(cls)
     bpy.types.Scene.neural_field = bpy.props.PointerProperty(type=properties.NeuralFieldSceneSettings)
     bpy.types.Object.neural_field = bpy.props.PointerProperty(type=properties.NeuralFieldObjectSettings)
+    live.register()
 
 
 def unregister():
+    live.unregister()
     del bpy.types.Object.neural_field
     del bpy.types.Scene.neural_field
     for cls in reversed(CLASSES):

@@ -194,7 +194,9 @@ def cmd_fit_space(args) -> dict:
     if len(args.meshes) < 2:
         raise ValueError(f"fit-space needs at least two meshes; {len(args.meshes)} given")
     if args.preset == "auto":
-        field_config, train_config = configs_from_args(args, base=space_configs())
+        from .devices import resolve_device
+
+        field_config, train_config = configs_from_args(args, base=space_configs(resolve_device(args.device)))
     else:
         field_config, train_config = configs_from_args(args)
     if args.latent_dim is not None:

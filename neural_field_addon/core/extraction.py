@@ -66,6 +66,9 @@ class ExtractionReport:
     evaluated: int = 0
     tiles: int = 0
     lipschitz: float = float("nan")
+    # The tiles (boolean grid) holding surface; another extraction of the same box, resolution
+    # and tile can start from them (`seed`) instead of classifying.
+    surface_tiles: object = None
     seconds: dict = dataclass_field(default_factory=dict)
 
 
@@ -109,6 +112,7 @@ def extract_isosurface(
     workers: int | None = None,
     progress=None,
     report: ExtractionReport | None = None,
+    seed=None,
 ) -> TriangleMesh:
     """The surface {f = level} as a welded triangle mesh in object coordinates, faces outward.
 
@@ -118,7 +122,10 @@ def extract_isosurface(
     `tile` is the cells per tile side (default by device, TILE); `lipschitz` overrides the
     measured bound of a signed-distance field; `workers` the number of
     marching-cubes processes; `progress(fraction)` is called as the work advances (0 to 1); a
-    given `report` is filled in. Raises EmptySurfaceError if the field has no surface at that
+    given `report` is filled in. `seed` (adaptive only), the `surface_tiles` of an earlier
+    extraction of a nearby field on the same grid, replaces the classification: the band starts
+    there and closure follows the surface wherever it has moved, which is what a live preview
+    wants between close blends; a component away from every seed tile is not found. Raises EmptySurfaceError if the field has no surface at that
     level, and ValueError for a dense grid too large to hold (DENSE_LIMIT).
     """
     if method not in METHODS:
@@ -152,7 +159,7 @@ def extract_isosurface(
     if method == "dense":
         positions, faces = _extract_dense(field, grid, axes, report)
     else:
-        positions, faces = _extract_adaptive(field, grid, tile, lipschitz, workers, progress, report)
+        positions, faces = _extract_adaptive(field, grid, tile, lipschitz, workers, progress, report, seed)
     vertices = field.transform.to_object(grid.low + (positions - 1.0) * h)
     return TriangleMesh(vertices, faces)
 
@@ -278,12 +285,17 @@ def _stage(progress, start: float, end: float):
     return lambda done, total: progress(start + (end - start) * done / max(1, total))
 
 
-def _extract_adaptive(field, grid: _Grid, tile: int, lipschitz, workers, progress, report):
+def _extract_adaptive(field, grid: _Grid, tile: int, lipschitz, workers, progress, report, seed=None):
     start = time.perf_counter()
     tiles_per_axis = (grid.counts + 1 + tile - 1) // tile  # cells e in [0, n] per axis
-    active, report.lipschitz = _classify(
-        field, grid, tile, tiles_per_axis, lipschitz, report, _stage(progress, 0.0, 0.1)
-    )
+    if seed is not None:
+        if tuple(seed.shape) != tuple(int(t) for t in tiles_per_axis):
+            raise ValueError(f"the seed tiles {tuple(seed.shape)} are not of this grid {tuple(tiles_per_axis)}")
+        active = seed.to(device=grid.device, dtype=torch.bool).clone()
+    else:
+        active, report.lipschitz = _classify(
+            field, grid, tile, tiles_per_axis, lipschitz, report, _stage(progress, 0.0, 0.1)
+        )
     report.seconds["classify"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -291,6 +303,8 @@ def _extract_adaptive(field, grid: _Grid, tile: int, lipschitz, workers, progres
     tiles = _close_surface(store, active, _stage(progress, 0.1, 0.5))
     tiles = _crossing(store, tiles)
     report.tiles = len(tiles)
+    report.surface_tiles = torch.zeros_like(active)
+    report.surface_tiles[tiles[:, 0], tiles[:, 1], tiles[:, 2]] = True
     report.evaluated += store.evaluated
     report.seconds["evaluate"] = time.perf_counter() - start
     _no_surface(*grid.seen, grid, field, report.level)

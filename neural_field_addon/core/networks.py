@@ -109,3 +109,50 @@ class FieldNetwork(nn.Module):
 
 def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+class ConditionedNetwork(nn.Module):
+    """A shape-space decoder with one code fixed, the code folded into the biases.
+
+    The code enters a layer as extra input columns, and a fixed code makes those columns a
+    constant: W [e, c] + b = W_e e + (W_c c + b). Folding it drops latent_dim columns from the
+    first and the skip layer, and the per-point concatenation of the code, which is what a
+    blend's extraction and the live preview evaluate millions of times.
+    """
+
+    def __init__(self, decoder: FieldNetwork, code: torch.Tensor):
+        super().__init__()
+        config = decoder.config
+        self.config = config
+        self.encoding = decoder.encoding
+        self.activation = decoder.activation
+        self.head = decoder.head
+        code = code.detach().reshape(-1).to(next(decoder.parameters()))
+        if len(code) != config.latent_dim:
+            raise ValueError(f"the decoder takes codes of {config.latent_dim}; got {len(code)}")
+        self.register_buffer("code", code.clone())
+        encoded_is_code = [False] * self.encoding.out_dim + [True] * config.latent_dim
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        with torch.no_grad():
+            for index, layer in enumerate(decoder.hidden, start=1):
+                is_code = encoded_is_code if index == 1 else [False] * config.width
+                if index == config.skip_layer:
+                    is_code = is_code + encoded_is_code
+                mask = torch.tensor(is_code, device=code.device)
+                bias = layer.bias if layer.bias is not None else torch.zeros(layer.out_features, device=code.device)
+                codes = code.repeat(int(mask.sum()) // max(1, len(code)))
+                self.weights.append(nn.Parameter(layer.weight[:, ~mask].clone(), requires_grad=False))
+                self.biases.append(nn.Parameter(bias + layer.weight[:, mask] @ codes, requires_grad=False))
+
+    def field_value(self, points: torch.Tensor) -> torch.Tensor:
+        encoded = self.encoding(points)
+        x = encoded
+        for index, (weight, bias) in enumerate(zip(self.weights, self.biases), start=1):
+            if index == self.config.skip_layer:
+                x = torch.cat([x, encoded], dim=-1)
+            x = self.activation(nn.functional.linear(x, weight.to(x.dtype), bias.to(x.dtype)))
+        out = self.head(x).squeeze(-1)
+        if self.config.kind == "occupancy":
+            return -out * OCCUPANCY_LOGIT_SCALE
+        return out

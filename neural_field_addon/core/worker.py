@@ -17,6 +17,9 @@ Job file: {"tasks": [...]}, each task one of
   {"type": "fit-space", "meshes": [NPZ, ...], "names": [...], "space_path": P, "field_config": {...},
    "train_config": {...}, "extract": EXTRACT, "mesh_out": [NPZ, ...]}   (one mesh_out per shape)
   {"type": "extract", "field_path": P, "device": D, "mesh_out": NPZ, **EXTRACT}
+  {"type": "reconstruct", "space_path": P, "input": NPZ (a mesh, or an array `points`), "name": N,
+   "steps": S, "seed": s, "device": D, "out_space_path": P2, "extract": EXTRACT, "mesh_out": NPZ}
+  (P2: the space with the reconstruction appended as its last shape)
   where EXTRACT is {"resolution": R, "level": L, "method": "adaptive" | "dense", "normals": bool}
   (method and normals optional); with normals, the NPZ also holds per-vertex `normals`. For a
   shape space, an extract task also names "shape": I, or "blend": {"I": w, ...} and "slerp": bool.
@@ -140,12 +143,14 @@ def run_extract(task: dict, base: str, channel: _Channel, index: int) -> dict:
 
 def run_fit_space(task: dict, base: str, channel: _Channel, index: int) -> dict:
     from .config import with_overrides
+    from .devices import resolve_device
     from .fieldfile import save_space
     from .meshio import load_mesh
     from .shapespace import fit_shape_space, space_configs
 
     meshes = [load_mesh(_resolve(base, path)) for path in task["meshes"]]
-    field_config, train_config = space_configs()
+    device = resolve_device(task.get("train_config", {}).get("device", "auto"))
+    field_config, train_config = space_configs(device)
     field_config = with_overrides(field_config, task.get("field_config", {}))
     train_config = with_overrides(train_config, task.get("train_config", {}))
 
@@ -167,7 +172,36 @@ def run_fit_space(task: dict, base: str, channel: _Channel, index: int) -> dict:
     return result
 
 
-RUNNERS = {"fit": run_fit, "fit-space": run_fit_space, "extract": run_extract}
+def run_reconstruct(task: dict, base: str, channel: _Channel, index: int) -> dict:
+    """Fit a code to a mesh or a point cloud with the space's decoder frozen, and write a copy of
+    the space with the reconstruction as one more shape (the source space stays as it was)."""
+    from .devices import resolve_device
+    from .fieldfile import load_space, save_space
+    from .meshio import load_points_or_mesh
+    from .shapespace import INFERENCE_STEPS, reconstruct
+
+    space = load_space(_resolve(base, task["space_path"]), device=resolve_device(task.get("device", "auto")))
+    kind, data = load_points_or_mesh(_resolve(base, task["input"]))
+
+    def on_progress(info):
+        channel.send("progress", task=index, **info)
+
+    field = reconstruct(space, **{kind: data}, steps=int(task.get("steps", INFERENCE_STEPS)),
+                        seed=int(task.get("seed", 0)), on_progress=on_progress)
+    extended = space.with_shape(field.network.code, field.transform, task.get("name", "reconstruction"))
+    space_path = _resolve(base, task["out_space_path"])
+    save_space(space_path, extended)
+    mesh_out = _resolve(base, task["mesh_out"])
+    try:
+        _extract_to_file(extended.shape(len(extended) - 1), task["extract"], mesh_out, channel, index)
+    except BaseException:
+        os.remove(space_path)  # nothing will reference it: leave no orphan file
+        raise
+    return {"space_path": space_path, "shape": len(extended) - 1, "names": extended.names, "input": kind,
+            "mesh_out": mesh_out, "report": extended.report}
+
+
+RUNNERS = {"fit": run_fit, "fit-space": run_fit_space, "extract": run_extract, "reconstruct": run_reconstruct}
 REQUIRED_MODULES = {"torch": "PyTorch", "numpy": "NumPy", "skimage": "scikit-image"}
 
 
