@@ -24,7 +24,7 @@ def space_scene(addon):
     fat.name = "Fat"
     thin.select_set(True)
     settings = bpy.context.scene.neural_field
-    settings.steps, settings.resolution, settings.device = 100, 40, "CPU"
+    settings.space_steps, settings.resolution, settings.device = 100, 40, "CPU"
     result = bpy.ops.neural_field.fit_shape_space()
     return {"result": result, "objects": [bpy.data.objects.get("Thin.field"), bpy.data.objects.get("Fat.field")]}
 

@@ -175,3 +175,32 @@ def test_shape_space_fits_blends_and_reconstructs_on_cuda():
     held_out = TriangleMesh(*torus(1.0, 0.35))
     field = reconstruct(space, points=held_out.vertices[held_out.vertices[:, 2] > 0], steps=200)
     assert compare_meshes(held_out, extract_isosurface(field, 64), samples=10_000)["chamfer_l1"] < 1e-2
+
+
+def test_preview_worker_answers_blends_on_cuda(tmp_path):
+    import time
+
+    from neural_field_addon.blender.jobs import PreviewSession
+    from neural_field_addon.core.config import FieldConfig, TrainConfig
+    from neural_field_addon.core.fieldfile import save_space
+    from neural_field_addon.core.geometry import TriangleMesh
+    from neural_field_addon.core.meshio import load_mesh
+    from neural_field_addon.core.shapespace import fit_shape_space
+
+    from analytic import edge_face_counts
+
+    meshes = [TriangleMesh(*torus(1.0, radius)) for radius in (0.2, 0.5)]
+    space = fit_shape_space(meshes, FieldConfig(width=64, depth=3, fourier_sigma=0.75, latent_dim=8),
+                            TrainConfig(steps=200, batch=4096, pool_size=1 << 14, device="cuda"))
+    save_space(tmp_path / "space.nfield", space)
+    session = PreviewSession(str(tmp_path / "space.nfield"), device="cuda")
+    try:
+        replies, deadline = [], time.monotonic() + 120
+        wanted = [session.request({0: 1.0 - mix, 1: mix}) for mix in (0.0, 1.0)]
+        while wanted[-1] not in [r.get("id") for r in replies] and time.monotonic() < deadline:
+            replies += session.poll(timeout=0.2)
+        assert replies[0]["type"] == "loaded" and replies[0]["device"] == "cuda", replies
+        mesh = load_mesh(next(r for r in replies if r.get("id") == wanted[-1])["path"])
+        assert np.all(edge_face_counts(mesh.faces) == 2)
+    finally:
+        session.close()

@@ -93,8 +93,17 @@ def main() -> int:
     parser.add_argument("--set", default="cpu3")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=None, help="default: the device's space configuration")
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"),
+                        help="the space fit's (the single-shape references train in fp32)")
+    parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--depth", type=int, default=None)
+    parser.add_argument("--latent-dim", type=int, default=None)
+    parser.add_argument("--code-regularization", type=float, default=None)
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--no-reference", action="store_true", help="skip the single-shape fits")
+    parser.add_argument("--reference-shapes", default="", help="single-shape fits for these indices only "
+                        "(comma-separated; default all)")
     parser.add_argument("--meshes", default=SHARED_MESHES)
     parser.add_argument("--save", default="", help="write the fitted space here")
     args = parser.parse_args()
@@ -103,6 +112,13 @@ def main() -> int:
     train_config = replace(train_config, device=device)
     if args.steps:
         train_config = replace(train_config, steps=args.steps)
+    if args.precision:
+        train_config = replace(train_config, precision=args.precision)
+    if args.batch:
+        train_config = replace(train_config, batch=args.batch, pool_size=max(train_config.pool_size, args.batch))
+    for name in ("width", "depth", "latent_dim"):
+        if getattr(args, name):
+            field_config = replace(field_config, **{name: getattr(args, name)})
     shapes, held_out = build_set(args.set, args.meshes)
     names, meshes = [n for n, _ in shapes], [m for _, m in shapes]
     print(f"{describe_device(device)}: space of {len(meshes)} shapes ({', '.join(names)}), "
@@ -113,7 +129,8 @@ def main() -> int:
     bar = ProgressBar()
     start = time.perf_counter()
     try:
-        space = fit_shape_space(meshes, field_config, train_config, names=names, on_progress=bar.update)
+        extra = {} if args.code_regularization is None else {"code_regularization": args.code_regularization}
+        space = fit_shape_space(meshes, field_config, train_config, names=names, on_progress=bar.update, **extra)
     finally:
         bar.close()
     fit_seconds = time.perf_counter() - start
@@ -123,12 +140,14 @@ def main() -> int:
           f"training {space.report['train_seconds']:.1f} s)")
 
     single_config = replace(field_config, latent_dim=0)
+    single_train = replace(train_config, precision="fp32")
     worst = 0.0
     print("| shape | space Chamfer | NC | F | single fit Chamfer | ratio |")
     print("|---|---|---|---|---|---|")
+    referenced = {int(i) for i in args.reference_shapes.split(",") if i} or set(range(len(shapes)))
     for index, (name, mesh) in enumerate(shapes):
         ours = fidelity(mesh, space.shape(index), args.resolution)
-        reference = "" if args.no_reference else fidelity(mesh, fit_field(mesh, single_config, train_config),
+        reference = "" if args.no_reference or index not in referenced else fidelity(mesh, fit_field(mesh, single_config, single_train),
                                                            args.resolution)
         ratio = ours["chamfer_l1"] / reference["chamfer_l1"] if reference else float("nan")
         worst = max(worst, ratio) if reference else worst

@@ -408,7 +408,8 @@ class NEURAL_FIELD_OT_fit_shape_space(_WorkerOperator, bpy.types.Operator):
                 "names": self._sources,
                 "space_path": storage.new_field_path("space"),
                 "field_config": {"init_seed": settings.seed},
-                "train_config": {"steps": settings.steps, "seed": settings.seed, "device": settings.device.lower()},
+                "train_config": {"seed": settings.seed, "device": settings.device.lower(),
+                                 **({"steps": settings.space_steps} if settings.space_steps else {})},
                 "extract": _extract_settings(settings),
                 "mesh_out": [job.path(f"result_{i}.npz") for i in range(len(sources))],
             }

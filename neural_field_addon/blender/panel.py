@@ -30,7 +30,9 @@ class VIEW3D_PT_neural_field(bpy.types.Panel):
         col.prop(settings, "seed")
         col.prop(settings, "evaluate")
         col.operator("neural_field.fit", icon="PLAY")
-        col.operator("neural_field.fit_shape_space", icon="MOD_INSTANCE")
+        row = col.row(align=True)
+        row.operator("neural_field.fit_shape_space", icon="MOD_INSTANCE")
+        row.prop(settings, "space_steps", text="Steps")
 
         col = layout.column(align=True)
         col.label(text="Extraction", icon="MESH_ICOSPHERE")

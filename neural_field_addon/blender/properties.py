@@ -95,6 +95,10 @@ class NeuralFieldSceneSettings(bpy.types.PropertyGroup):
     preset: EnumProperty(name="Preset", items=PRESET_ITEMS, default="AUTO", update=_apply_preset,
                          description="Network and training settings by name")
     steps: IntProperty(name="Steps", description="Training steps", default=1500, min=1, soft_max=20000)
+    space_steps: IntProperty(
+        name="Space Steps", description="Training steps of Fit Shape Space (0: the device's default, "
+        "14,000 on a GPU and 1,500 on the CPU; a space needs more steps than one field)", default=0, min=0,
+        soft_max=50000)
     device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="AUTO")
     seed: IntProperty(name="Seed", description="Seed for samples, batches and initialisation", default=0, min=0)
     kind: EnumProperty(name="Field", items=KIND_ITEMS, default="SDF")

@@ -68,9 +68,10 @@ class FieldFitter:
         cuda_hash_grid = self.device == "cuda" and self.field_config.encoding == "hashgrid"
         # Sorted batches help the hash-grid kernel's memory access; elsewhere order is moot.
         self._sorted_batches = cuda_hash_grid
-        # The CUDA hash-grid fast path replays each step from a CUDA graph: a step is ~2 ms of
-        # GPU work, and launching its ~60 kernels from Python took as long again.
-        self._graph_pending = cuda_hash_grid and self.train_config.eikonal_weight == 0 and use_cuda_graph
+        # On CUDA each step replays from a CUDA graph: a step is a few milliseconds of GPU work,
+        # and launching its ~60 kernels from Python took as long again. (The eikonal term's
+        # double backward stays eager.)
+        self._graph_pending = self.device == "cuda" and self.train_config.eikonal_weight == 0 and use_cuda_graph
         self._graph = None
         self.optimizer = _optimizer(self.network, self.train_config.lr, self.device, self._graph_pending)
         self._start_stepping()
