@@ -1,4 +1,5 @@
-"""Starting and driving the training worker (core/worker.py) from Blender.
+"""Starting and driving the training worker (core/worker.py) and the live-preview server
+(core/preview.py) from Blender.
 
 No bpy here: a job is a private temporary folder holding job.json and the arrays, and a
 subprocess started without a shell. A reader thread moves the worker's JSON lines into a queue
@@ -76,6 +77,17 @@ def _parse_line(line: str):
     return message
 
 
+def _pump(process, messages: queue.Queue, last) -> None:
+    """Move the process's JSON lines into `messages` (a reader thread's loop); when its stdout
+    closes, wait for it and put `last(exit code)`."""
+    for line in process.stdout:
+        message = _parse_line(line)
+        if message is not None:
+            messages.put(message)
+    process.wait()
+    messages.put(last(process.returncode))
+
+
 def _log_tail(path: str, lines: int = 6) -> str:
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
@@ -133,12 +145,7 @@ class WorkerJob:
         self._reader.start()
 
     def _read(self) -> None:
-        for line in self.process.stdout:
-            message = _parse_line(line)
-            if message is not None:
-                self.messages.put(message)
-        self.process.wait()
-        self.messages.put({"type": "_exit", "code": self.process.returncode})
+        _pump(self.process, self.messages, lambda code: {"type": "_exit", "code": code})
 
     def poll(self) -> list[dict]:
         """Messages received since the last call, without blocking. The last one of a job is
@@ -230,14 +237,9 @@ class PreviewSession:
             raise WorkerError(f"the preview worker has stopped: {_log_tail(self._log_path()) or error}") from error
 
     def _read(self) -> None:
-        for line in self.process.stdout:
-            message = _parse_line(line)
-            if message is not None:
-                self.messages.put(message)
-        self.process.wait()
-        self.messages.put({"type": "error", "id": None, "fatal": True,
-                           "message": f"the preview worker stopped (exit code {self.process.returncode}): "
-                           f"{_log_tail(self._log_path()) or 'no output'}"})
+        _pump(self.process, self.messages, lambda code: {
+            "type": "error", "id": None, "fatal": True,
+            "message": f"the preview worker stopped (exit code {code}): {_log_tail(self._log_path()) or 'no output'}"})
 
     def _log_path(self) -> str:
         return os.path.join(self.folder, "preview.log")

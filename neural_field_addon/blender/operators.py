@@ -227,6 +227,17 @@ def _load_arrays(path: str):
     return mesh.vertices, mesh.faces, normals
 
 
+def _new_field_object(collection, name: str, mesh_out: str, frame):
+    """A new object holding the worker's mesh, linked into `collection`, placed like `frame` (the
+    object whose coordinates the mesh is in) where it still exists."""
+    vertices, faces, normals = _load_arrays(mesh_out)
+    obj = bpy.data.objects.new(name, mesh_bridge.mesh_from_arrays(name, vertices, faces, normals))
+    collection.objects.link(obj)
+    if frame is not None:
+        obj.matrix_world = frame.matrix_world.copy()
+    return obj
+
+
 def _extract_settings(settings) -> dict:
     return {"resolution": settings.resolution, "level": settings.level, "normals": settings.normals}
 
@@ -282,12 +293,7 @@ class NEURAL_FIELD_OT_fit(_WorkerOperator, bpy.types.Operator):
         created = []
         for index, result in sorted(results.items()):
             source = bpy.data.objects.get(names[index])
-            vertices, faces, normals = _load_arrays(result["mesh_out"])
-            mesh = mesh_bridge.mesh_from_arrays(f"{names[index]}.field", vertices, faces, normals)
-            obj = bpy.data.objects.new(f"{names[index]}.field", mesh)
-            collection.objects.link(obj)
-            if source is not None:
-                obj.matrix_world = source.matrix_world.copy()
+            obj = _new_field_object(collection, f"{names[index]}.field", result["mesh_out"], source)
             _record_fit(obj, source, names[index], result, self._record)
             created.append(obj)
         _select_only(context, created)
@@ -428,12 +434,7 @@ class NEURAL_FIELD_OT_fit_shape_space(_WorkerOperator, bpy.types.Operator):
         created = []
         for index, mesh_out in enumerate(result["mesh_out"]):
             source = bpy.data.objects.get(names[index])
-            vertices, faces, normals = _load_arrays(mesh_out)
-            obj = bpy.data.objects.new(f"{names[index]}.field",
-                                       mesh_bridge.mesh_from_arrays(f"{names[index]}.field", vertices, faces, normals))
-            collection.objects.link(obj)
-            if source is not None:
-                obj.matrix_world = source.matrix_world.copy()
+            obj = _new_field_object(collection, f"{names[index]}.field", mesh_out, source)
             _record_fit(obj, source, names[index], {"field_path": result["space_path"], "report": result["report"]},
                         self._record)
             record = obj.neural_field
@@ -616,12 +617,7 @@ class NEURAL_FIELD_OT_reconstruct(_WorkerOperator, bpy.types.Operator):
         for index, result in sorted(results.items()):
             name, frame_name = self._tasks[index]
             source, frame = bpy.data.objects.get(name), bpy.data.objects.get(frame_name)
-            vertices, faces, normals = _load_arrays(result["mesh_out"])
-            obj = bpy.data.objects.new(f"{name}.reconstructed",
-                                       mesh_bridge.mesh_from_arrays(f"{name}.reconstructed", vertices, faces, normals))
-            collection.objects.link(obj)
-            if frame is not None:
-                obj.matrix_world = frame.matrix_world.copy()
+            obj = _new_field_object(collection, f"{name}.reconstructed", result["mesh_out"], frame)
             _record_fit(obj, source, name, {"field_path": result["space_path"], "report": result["report"]},
                         self._record)
             record = obj.neural_field
