@@ -113,6 +113,24 @@ def test_live_preview_follows_the_mix_and_goes_away_when_turned_off(space_scene,
     assert thin.visible_get() and not live.LIVE.active
 
 
+def test_live_preview_stops_when_its_toggle_is_cleared_behind_its_back(space_scene, addon):
+    """Setting the toggle again keeps the preview; an undo step that clears the toggle (here the
+    flag written without its update, as undo restores it) stops the preview and removes its object."""
+    live = _live(addon)
+    thin, _ = space_scene["objects"]
+    thin.neural_field.live_preview = True
+    try:
+        assert live.wait(60), live.LIVE.message
+        thin.neural_field.live_preview = True
+        assert thin.neural_field.live_preview and live.LIVE.active
+        thin.neural_field["live_preview"] = False
+        assert not live.update()
+        assert not live.LIVE.active and thin.name + live.PREVIEW_SUFFIX not in bpy.data.objects
+        assert thin.visible_get()
+    finally:
+        thin.neural_field.live_preview = False
+
+
 def test_live_preview_of_a_missing_space_file_says_so_and_stays_off(space_scene, addon, tmp_path):
     live = _live(addon)
     thin, _ = space_scene["objects"]

@@ -78,6 +78,7 @@ def start(obj, context=None) -> None:
         raise ValueError(str(error)) from error
     LIVE.session, LIVE.owner, LIVE.preview = session, obj.name, obj.name + PREVIEW_SUFFIX
     LIVE.requested, LIVE.shown, LIVE.message, LIVE.rate = -1, -1, "", 0.0
+    record["live_preview"] = True  # stop() above clears it when this object was already previewing
     request(obj)
     if not bpy.app.timers.is_registered(_tick):
         bpy.app.timers.register(_tick, first_interval=POLL_SECONDS)
@@ -121,6 +122,10 @@ def stop() -> None:
 def update() -> bool:
     """Apply what the preview worker has sent; returns whether the preview is still running."""
     if not LIVE.active:
+        return False
+    owner = bpy.data.objects.get(LIVE.owner)
+    if owner is None or not owner.neural_field.live_preview:
+        stop()  # the object is gone, or an undo step turned its toggle off
         return False
     newest = None
     for message in LIVE.session.poll():
