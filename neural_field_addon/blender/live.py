@@ -67,9 +67,10 @@ def start(obj, context=None) -> None:
     if not record.is_field or record.space_shape < 0:
         raise ValueError(f"'{obj.name}' is not a shape-space field: fit a shape space first")
     path = storage.absolute_path(record.field_path)
-    if not os.path.isfile(path):
-        raise ValueError(f"the shape-space file of '{obj.name}' is missing: {path}")
-    blend_weights(record)  # checks the shapes before starting a process
+    blend_weights(record)  # checks Shape A and Shape B before anything starts
+    problem = storage.field_problem(path, len(json.loads(record.space_names or "[]")))
+    if problem:
+        raise ValueError(f"'{obj.name}': {problem}")
     stop()
     try:
         session = PreviewSession(path, device=context.scene.neural_field.device.lower(),

@@ -481,13 +481,14 @@ class NEURAL_FIELD_OT_extract(_WorkerOperator, bpy.types.Operator):
         obj = context.active_object
         if obj is None or not obj.neural_field.is_field:
             raise InputError("The active object is not a neural field: fit one first")
-        path = storage.absolute_path(obj.neural_field.field_path)
-        if not os.path.isfile(path):
-            raise InputError(f"The field file of '{obj.name}' is missing: {path}")
         if obj.library is not None or obj.data.library is not None:
             raise InputError(f"'{obj.name}' is linked from a library and cannot be changed")
         if obj.mode == "EDIT":
             raise InputError(f"'{obj.name}' is in Edit Mode: switch to Object Mode to extract")
+        path = storage.absolute_path(obj.neural_field.field_path)
+        problem = storage.field_problem(path, _space_shape_count(obj.neural_field))
+        if problem:
+            raise InputError(f"'{obj.name}': {problem} (Locate Field File points it at the file)")
         settings = context.scene.neural_field
         job.add_task(
             {
@@ -545,8 +546,9 @@ class NEURAL_FIELD_OT_reconstruct(_WorkerOperator, bpy.types.Operator):
     def fill_job(self, context, job: WorkerJob) -> None:
         space_obj = _selected_space_object(context)
         path = storage.absolute_path(space_obj.neural_field.field_path)
-        if not os.path.isfile(path):
-            raise InputError(f"The shape-space file of '{space_obj.name}' is missing: {path}")
+        problem = storage.field_problem(path, _space_shape_count(space_obj.neural_field))
+        if problem:
+            raise InputError(f"'{space_obj.name}': {problem} (Locate Field File points it at the file)")
         inputs = [obj for obj in context.selected_objects
                   if obj.type in ("MESH", "POINTCLOUD") and not obj.neural_field.is_field]
         if not inputs:
@@ -646,6 +648,52 @@ def _selected_space_object(context):
     if active in candidates:
         return active
     return sorted(candidates, key=lambda obj: obj.name)[0]
+
+
+def _space_shape_count(record) -> int:
+    """How many shapes the object's space must hold (0: a single field)."""
+    import json
+
+    return len(json.loads(record.space_names or "[]")) if record.space_shape >= 0 else 0
+
+
+class NEURAL_FIELD_OT_locate_field(bpy.types.Operator):
+    """Point the active field object, and every object that used the same file, at its field file where it is now"""
+
+    bl_idname = "neural_field.locate_field"
+    bl_label = "Locate Field File"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: bpy.props.StringProperty(name="Field File", subtype="FILE_PATH")
+    filter_glob: bpy.props.StringProperty(default="*.nfield", options={"HIDDEN"})
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        if obj is None or not obj.neural_field.is_field:
+            cls.poll_message_set("The active object is not a neural field")
+            return False
+        return True
+
+    def invoke(self, context, event):
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        obj = context.active_object
+        record = obj.neural_field
+        path = os.path.normpath(bpy.path.abspath(self.filepath)) if self.filepath else ""
+        problem = storage.field_problem(path, _space_shape_count(record))
+        if problem:
+            self.report({"ERROR"}, f"Cannot use it for '{obj.name}': {problem}")
+            return {"CANCELLED"}
+        old = storage.absolute_path(record.field_path)
+        users = [other for other in bpy.data.objects if other.library is None and other.neural_field.is_field
+                 and storage.absolute_path(other.neural_field.field_path) == old] if old else []
+        for other in users or [obj]:
+            other.neural_field.field_path = storage.stored_path(path)
+        self.report({"INFO"}, f"{len(users or [obj])} object(s) now use {path}")
+        return {"FINISHED"}
 
 
 class NEURAL_FIELD_OT_cancel(bpy.types.Operator):

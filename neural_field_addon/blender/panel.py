@@ -47,16 +47,17 @@ class VIEW3D_PT_neural_field(bpy.types.Panel):
 
     @staticmethod
     def _draw_field(layout, obj, context):
-        import os
-
-        from .storage import absolute_path
+        from .operators import _space_shape_count
+        from .storage import absolute_path, field_problem
 
         record = obj.neural_field
         box = layout.box()
         box.label(text=f"Field of {record.source_name or '?'}", icon="OUTLINER_DATA_META")
         path = absolute_path(record.field_path)
-        if not os.path.isfile(path):
-            box.label(text=f"Field file missing: {record.field_path}", icon="ERROR")
+        problem = field_problem(path, _space_shape_count(record))
+        if problem:
+            box.label(text=problem, icon="ERROR")
+            box.operator("neural_field.locate_field", icon="FILEBROWSER")
         else:
             box.label(text=f"File: {bpy.path.basename(path)}")
         box.label(text=f"{record.encoding or 'field'}: {record.steps} steps, {record.parameters:,} parameters, "

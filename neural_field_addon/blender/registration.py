@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import live, operators, panel, preferences, properties
+from . import live, operators, panel, preferences, properties, storage
 
 CLASSES = (
     properties.NeuralFieldSceneSettings,
@@ -14,6 +14,7 @@ CLASSES = (
     operators.NEURAL_FIELD_OT_fit_shape_space,
     operators.NEURAL_FIELD_OT_extract,
     operators.NEURAL_FIELD_OT_reconstruct,
+    operators.NEURAL_FIELD_OT_locate_field,
     operators.NEURAL_FIELD_OT_cancel,
     panel.VIEW3D_PT_neural_field,
     panel.VIEW3D_PT_neural_field_network,
@@ -26,9 +27,11 @@ def register():
     bpy.types.Scene.neural_field = bpy.props.PointerProperty(type=properties.NeuralFieldSceneSettings)
     bpy.types.Object.neural_field = bpy.props.PointerProperty(type=properties.NeuralFieldObjectSettings)
     live.register()
+    storage.register()
 
 
 def unregister():
+    storage.unregister()
     live.unregister()
     del bpy.types.Object.neural_field
     del bpy.types.Scene.neural_field

@@ -26,16 +26,17 @@ from .config import FieldConfig, config_from_dict, config_to_dict
 from .field import NeuralField
 from .geometry import FieldTransform
 from .networks import FieldNetwork
-
-FORMAT_NAME = "neural-field"
-FORMAT_VERSION = 3
-FIELD_VERSION = 2  # what single fields are written as
-SPACE_CONTENT = "shape-space"
-SUFFIX = ".nfield"
-
-
-class FieldFileError(ValueError):
-    """A field file is missing, corrupt, or from a newer version."""
+from .fileheader import (  # noqa: F401 - the header's names are part of this module's interface
+    FIELD_VERSION,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    SPACE_CONTENT,
+    SUFFIX,
+    FieldFileError,
+    open_archive as _open_archive,
+    parse_header as _parse_header,
+    read_header,
+)
 
 
 def save_field(path: str | os.PathLike, field: NeuralField) -> None:
@@ -88,12 +89,6 @@ def _write(path, header: dict, network, extra: dict) -> None:
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
-
-
-def read_header(path: str | os.PathLike) -> dict:
-    """The header of a field file, checked for format and version."""
-    with _open_archive(path) as data:
-        return _parse_header(path, data)
 
 
 def load_field(path: str | os.PathLike, device: str = "cpu") -> NeuralField:
@@ -168,31 +163,3 @@ def _state_from_version_1(state: dict) -> dict:
             key = f"hidden.{int(index) // 2}.{rest}"
         renamed[key] = value
     return renamed
-
-
-def _open_archive(path):
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FieldFileError(f"field file not found: {path}")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise FieldFileError(f"field file {path} is corrupt or not a field file: {error}") from error
-
-
-def _parse_header(path, data) -> dict:
-    try:
-        header = json.loads(bytes(np.asarray(data["__header__"], dtype=np.uint8)).decode("utf-8"))
-    except (KeyError, ValueError, zipfile.BadZipFile) as error:
-        raise FieldFileError(f"field file {path} has no readable header: {error}") from error
-    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
-        raise FieldFileError(f"{path} is not a Neural Field file")
-    version = header.get("version")
-    if not isinstance(version, int) or version < 1:
-        raise FieldFileError(f"field file {path} has an invalid version {version!r}")
-    if version > FORMAT_VERSION:
-        raise FieldFileError(
-            f"field file {path} was written by a newer Neural Field (format version {version}); "
-            f"this version reads up to {FORMAT_VERSION}. Update the add-on to open it."
-        )
-    return header

@@ -1,0 +1,56 @@
+"""The `.nfield` header, readable with NumPy alone: Blender's side checks a field file (missing,
+corrupt, newer) without importing torch, which may not even be installed in Blender's Python.
+fieldfile.py, which reads and writes whole fields, builds on it."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+
+import numpy as np
+
+FORMAT_NAME = "neural-field"
+FORMAT_VERSION = 3
+FIELD_VERSION = 2  # what single fields are written as
+SPACE_CONTENT = "shape-space"
+SUFFIX = ".nfield"
+
+
+class FieldFileError(ValueError):
+    """A field file is missing, corrupt, or from a newer version."""
+
+
+def read_header(path: str | os.PathLike) -> dict:
+    """The header of a field file, checked for format and version; FieldFileError says what is
+    wrong (missing, corrupt, not a field file, written by a newer version)."""
+    with open_archive(path) as data:
+        return parse_header(path, data)
+
+
+def open_archive(path):
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FieldFileError(f"field file not found: {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise FieldFileError(f"field file {path} is corrupt or not a field file: {error}") from error
+
+
+def parse_header(path, data) -> dict:
+    try:
+        header = json.loads(bytes(np.asarray(data["__header__"], dtype=np.uint8)).decode("utf-8"))
+    except (KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise FieldFileError(f"field file {path} has no readable header: {error}") from error
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        raise FieldFileError(f"{path} is not a Neural Field file")
+    version = header.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise FieldFileError(f"field file {path} has an invalid version {version!r}")
+    if version > FORMAT_VERSION:
+        raise FieldFileError(
+            f"field file {path} was written by a newer Neural Field (format version {version}); "
+            f"this version reads up to {FORMAT_VERSION}. Update the add-on to open it."
+        )
+    return header
