@@ -114,12 +114,13 @@ def _stop(process, grace: float) -> None:
 class WorkerJob:
     """One run of the worker over a list of tasks (see core/worker.py for their fields)."""
 
-    def __init__(self, python: str | None = None, extra_paths: tuple[str, ...] = ()):
+    def __init__(self, python: str | None = None, extra_paths: tuple[str, ...] = (), options: dict | None = None):
         # mkdtemp creates the folder readable by this user only (mode 0700).
         self.folder = tempfile.mkdtemp(prefix="neural_field_job_")
         self.python = python or sys.executable
         self.extra_paths = tuple(p for p in extra_paths if p)
         self.tasks: list[dict] = []
+        self.options = dict(options or {})  # job-level: cpu_fallback, gpu_memory_fraction
         self.process: subprocess.Popen | None = None
         self.messages: queue.Queue = queue.Queue()
         self.done = False
@@ -136,7 +137,7 @@ class WorkerJob:
 
     def start(self) -> None:
         with open(self.path("job.json"), "w", encoding="utf-8") as handle:
-            json.dump({"tasks": self.tasks}, handle)
+            json.dump({**self.options, "tasks": self.tasks}, handle)
         self._stderr = open(self.path("worker.log"), "wb")
         self.process = _spawn(self.python, WORKER_MODULE, [self.path("job.json")], self.folder, self.extra_paths,
                               self._stderr, stdin=subprocess.DEVNULL)

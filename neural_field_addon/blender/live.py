@@ -18,7 +18,7 @@ import bpy
 
 from . import mesh_bridge, storage
 from .jobs import PreviewSession, WorkerError
-from .preferences import worker_paths, worker_python
+from .preferences import job_device, worker_paths, worker_python
 
 PREVIEW_SUFFIX = ".preview"
 POLL_SECONDS = 0.02
@@ -73,7 +73,7 @@ def start(obj, context=None) -> None:
         raise ValueError(f"'{obj.name}': {problem}")
     stop()
     try:
-        session = PreviewSession(path, device=context.scene.neural_field.device.lower(),
+        session = PreviewSession(path, device=job_device(context),
                                  python=worker_python(context), extra_paths=worker_paths())
     except WorkerError as error:
         raise ValueError(str(error)) from error

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import mesh_bridge, properties, storage
 from .jobs import WorkerError, WorkerJob
-from .preferences import worker_paths, worker_python
+from .preferences import job_device, job_options, worker_paths, worker_python
 
 FIELDS_COLLECTION = "Neural Fields"
 # Surface points taken from a mesh reconstructed as points.
@@ -44,6 +44,12 @@ class JobState:
         self.progress = 0.0
         self.status = ""
         self.cancel_requested = False
+        # The training losses of the last job, per task: [(step, loss)], kept after it ends for
+        # the loss-curve picture.
+        self.losses: dict[int, list] = {}
+        self.total_steps = 0
+        self.curve_path = ""
+        self._curve_drawn = 0.0
 
     @property
     def running(self) -> bool:
@@ -51,11 +57,40 @@ class JobState:
 
     def begin(self, job: WorkerJob) -> None:
         self.job, self.progress, self.status, self.cancel_requested = job, 0.0, "Starting worker", False
+        self.losses, self.total_steps, self._curve_drawn = {}, 0, 0.0
 
     def end(self) -> None:
         if self.job is not None:
             self.job.cleanup()
+            self.draw_curve(force=True)
         self.job, self.progress, self.status, self.cancel_requested = None, 0.0, "", False
+
+    def add_loss(self, message: dict) -> None:
+        if "loss" not in message or message.get("phase") not in ("train", "reconstruct"):
+            return
+        self.losses.setdefault(message.get("task") or 0, []).append((message.get("step", 0), message["loss"]))
+        self.total_steps = max(self.total_steps, message.get("steps", 0))
+        self.draw_curve()
+
+    def draw_curve(self, force: bool = False) -> None:
+        """Redraw the loss-curve PNG, at most once a second while training."""
+        if not self.losses or (not force and time.monotonic() - self._curve_drawn < 1.0):
+            return
+        from ..core.plot import loss_curve, write_png
+
+        self._curve_drawn = time.monotonic()
+        path = os.path.join(storage.user_folder("progress"), "loss_curve.png")
+        try:
+            write_png(path, loss_curve([self.losses[task] for task in sorted(self.losses)], self.total_steps))
+        except OSError as error:
+            print(f"Neural Field: could not write the loss curve: {error}")
+            return
+        self.curve_path = path
+
+    @property
+    def last_loss(self) -> float | None:
+        latest = [curve[-1][1] for curve in self.losses.values() if curve]
+        return latest[-1] if latest else None
 
 
 STATE = JobState()
@@ -81,7 +116,7 @@ class _WorkerOperator:
         if STATE.running:
             self.report({"ERROR"}, "A Neural Field job is already running; cancel it or wait")
             return False
-        job = WorkerJob(python=worker_python(context), extra_paths=worker_paths())
+        job = WorkerJob(python=worker_python(context), extra_paths=worker_paths(), options=job_options(context))
         try:
             self.fill_job(context, job)
             job.start()
@@ -102,6 +137,7 @@ class _WorkerOperator:
             kind = message.get("type")
             if kind == "progress":
                 STATE.progress, STATE.status = _progress_text(message, len(STATE.job.tasks))
+                STATE.add_loss(message)
             elif kind == "result":
                 self._results[message["task"]] = message
             elif kind == "error":
@@ -272,7 +308,7 @@ class NEURAL_FIELD_OT_fit(_WorkerOperator, bpy.types.Operator):
                     "type": "fit",
                     "mesh": mesh_file,
                     "field_path": storage.new_field_path(obj.name),
-                    **properties.fit_task_settings(settings),
+                    **properties.fit_task_settings(settings, job_device(context)),
                     "extract": _extract_settings(settings),
                     "mesh_out": job.path(f"result_{index}.npz"),
                     "evaluate": settings.evaluate,
@@ -414,7 +450,7 @@ class NEURAL_FIELD_OT_fit_shape_space(_WorkerOperator, bpy.types.Operator):
                 "names": self._sources,
                 "space_path": storage.new_field_path("space"),
                 "field_config": {"init_seed": settings.seed},
-                "train_config": {"seed": settings.seed, "device": settings.device.lower(),
+                "train_config": {"seed": settings.seed, "device": job_device(context),
                                  **({"steps": settings.space_steps} if settings.space_steps else {})},
                 "extract": _extract_settings(settings),
                 "mesh_out": [job.path(f"result_{i}.npz") for i in range(len(sources))],
@@ -494,7 +530,7 @@ class NEURAL_FIELD_OT_extract(_WorkerOperator, bpy.types.Operator):
             {
                 "type": "extract",
                 "field_path": path,
-                "device": settings.device.lower(),
+                "device": job_device(context),
                 **_extract_settings(settings),
                 **(_space_choice(obj.neural_field) if obj.neural_field.space_shape >= 0 else {}),
                 "mesh_out": job.path("result.npz"),
@@ -565,7 +601,7 @@ class NEURAL_FIELD_OT_reconstruct(_WorkerOperator, bpy.types.Operator):
             np.savez(input_path, **arrays)
             job.add_task({
                 "type": "reconstruct", "space_path": path, "input": input_path, "name": obj.name,
-                "steps": self.steps, "seed": settings.seed, "device": settings.device.lower(),
+                "steps": self.steps, "seed": settings.seed, "device": job_device(context),
                 "out_space_path": storage.new_field_path(obj.name + "_space"),
                 "extract": _extract_settings(settings), "mesh_out": job.path(f"result_{index}.npz"),
             })
@@ -710,3 +746,43 @@ class NEURAL_FIELD_OT_cancel(bpy.types.Operator):
     def execute(self, context):
         STATE.cancel_requested = True
         return {"FINISHED"}
+
+
+class NEURAL_FIELD_OT_show_loss_curve(bpy.types.Operator):
+    """Open the training loss curve of the last job in an Image Editor window"""
+
+    bl_idname = "neural_field.show_loss_curve"
+    bl_label = "Open Loss Curve"
+
+    @classmethod
+    def poll(cls, context):
+        if not (STATE.curve_path and os.path.isfile(STATE.curve_path)):
+            cls.poll_message_set("No job has reported a training loss yet")
+            return False
+        return True
+
+    def execute(self, context):
+        image = bpy.data.images.get(LOSS_CURVE_IMAGE)
+        if image is None or bpy.path.abspath(image.filepath) != STATE.curve_path:
+            image = bpy.data.images.load(STATE.curve_path)
+            image.name = LOSS_CURVE_IMAGE
+        else:
+            image.reload()
+        if context.window is not None and not bpy.app.background:
+            _show_in_new_window(context, image)
+        return {"FINISHED"}
+
+
+LOSS_CURVE_IMAGE = "Neural Field Loss"
+
+
+def _show_in_new_window(context, image) -> None:
+    """A new window whose one area is an Image Editor showing `image`."""
+    before = set(context.window_manager.windows)
+    bpy.ops.wm.window_new()
+    window = next((w for w in context.window_manager.windows if w not in before), None)
+    if window is None:
+        return
+    area = window.screen.areas[0]
+    area.type = "IMAGE_EDITOR"
+    area.spaces.active.image = image

@@ -22,6 +22,8 @@ class VIEW3D_PT_neural_field(bpy.types.Panel):
             box = layout.box()
             box.progress(factor=STATE.progress, type="BAR", text=STATE.status or "Working")
             box.operator("neural_field.cancel", icon="CANCEL")
+        if STATE.curve_path:
+            _draw_loss_curve(layout.box() if not STATE.running else box)
 
         col = layout.column(align=True)
         col.label(text="Fit", icon="MOD_REMESH")
@@ -88,6 +90,41 @@ class VIEW3D_PT_neural_field(bpy.types.Panel):
         if record.chamfer >= 0:
             box.label(text=f"Chamfer-L1 {record.chamfer:.2e} of diagonal")
             box.label(text=f"Normal consistency {record.normal_consistency:.3f}, F-score {record.fscore:.3f}")
+
+
+_PREVIEWS = {}  # "collection": bpy.utils.previews collection holding the loss-curve thumbnail
+
+
+def _draw_loss_curve(layout) -> None:
+    import os
+
+    import bpy.utils.previews
+
+    try:
+        key = str(os.stat(STATE.curve_path).st_mtime_ns)
+    except OSError:
+        return
+    previews = _PREVIEWS.get("collection")
+    if previews is None:
+        previews = _PREVIEWS["collection"] = bpy.utils.previews.new()
+    if key not in previews:
+        previews.clear()  # one picture: the newest
+        previews.load(key, STATE.curve_path, "IMAGE", force_reload=True)
+    row = layout.row()
+    row.template_icon(icon_value=previews[key].icon_id, scale=5.0)
+    col = row.column()
+    col.label(text="Loss")
+    if STATE.last_loss is not None:
+        col.label(text=f"{STATE.last_loss:.2e}")
+    col.operator("neural_field.show_loss_curve", text="", icon="FULLSCREEN_ENTER")
+
+
+def unregister() -> None:
+    import bpy.utils.previews
+
+    previews = _PREVIEWS.pop("collection", None)
+    if previews is not None:
+        bpy.utils.previews.remove(previews)
 
 
 class VIEW3D_PT_neural_field_network(bpy.types.Panel):

@@ -1,4 +1,6 @@
-"""Add-on preferences: the Python interpreter that runs the training worker."""
+"""Add-on preferences (Edit > Preferences > Add-ons > Neural Field): the compute device and what
+to do when CUDA fails, where new field files go, the Python interpreter that runs the worker,
+and the dependency folder with its Install Dependencies button and what was found there."""
 
 from __future__ import annotations
 
@@ -6,35 +8,73 @@ import os
 import sys
 
 import bpy
-from bpy.props import StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
 
+from . import dependencies
+from .properties import DEVICE_ITEMS
 from .storage import ADDON_PACKAGE, user_folder
 
 
 class NeuralFieldPreferences(bpy.types.AddonPreferences):
     bl_idname = ADDON_PACKAGE
 
+    device: EnumProperty(name="Compute Device", items=DEVICE_ITEMS, default="AUTO",
+                         description="Where fits, extractions and the live preview run, unless the panel's "
+                         "Device names one")
+    cpu_fallback: BoolProperty(
+        name="Fall Back to the CPU",
+        description="When CUDA runs out of memory (or there is no usable GPU), run the job again on the CPU "
+        "instead of stopping with a message. The CPU is many times slower",
+        default=False)
+    gpu_memory_limit: FloatProperty(
+        name="GPU Memory Limit", subtype="FACTOR", min=0.05, max=1.0, default=1.0,
+        description="Largest share of the GPU's memory the worker may use; lower it to leave room for "
+        "Blender's viewport and Cycles on the same GPU")
+    fields_folder: StringProperty(
+        name="Fields Folder", subtype="DIR_PATH", default="",
+        description="Where new field files are written; empty keeps them beside the .blend in "
+        "//neural_fields/ (moved there when an unsaved file is first saved)")
     python_path: StringProperty(
-        name="Python for Training",
+        name="Python for Training", subtype="FILE_PATH", default="",
         description="Python interpreter with PyTorch that runs the training worker; empty uses "
-        "Blender's own Python with the add-on's dependency folder on its path",
-        subtype="FILE_PATH",
-        default="",
-    )
+        "Blender's own Python with the add-on's dependency folder on its path")
+    wheel_folder: StringProperty(
+        name="Offline Packages", subtype="DIR_PATH", default="",
+        description="Install dependencies from the wheel files in this folder instead of from the "
+        "internet (for machines without a connection); empty uses the Python Package Index")
 
     def draw(self, context):
         layout = self.layout
-        layout.prop(self, "python_path")
-        layout.label(text=f"Worker Python: {worker_python(context)}")
-        layout.label(text=f"Dependency folder: {dependency_folder()}")
+        col = layout.column()
+        col.label(text="Computing", icon="SETTINGS")
+        col.prop(self, "device")
+        col.prop(self, "cpu_fallback")
+        col.prop(self, "gpu_memory_limit", slider=True)
+
+        col = layout.column()
+        col.label(text="Storage", icon="FILE_FOLDER")
+        col.prop(self, "fields_folder")
+
+        box = layout.box()
+        box.label(text="Training Python", icon="SCRIPT")
+        box.prop(self, "python_path")
+        box.label(text=f"Worker Python: {worker_python(context)}")
+        box.label(text=f"Dependency folder: {dependency_folder()}")
+        dependencies.draw_status(box, context)
+        row = box.row(align=True)
+        row.enabled = not dependencies.INSTALL.running
+        row.operator("neural_field.install_dependencies", icon="IMPORT")
+        row.operator("neural_field.check_dependencies", icon="FILE_REFRESH")
+        box.prop(self, "wheel_folder")
 
 
-def preferences(context):
+def preferences(context=None):
+    context = context or bpy.context
     addon = context.preferences.addons.get(ADDON_PACKAGE)
     return addon.preferences if addon else None
 
 
-def worker_python(context) -> str:
+def worker_python(context=None) -> str:
     prefs = preferences(context)
     if prefs and prefs.python_path:
         return bpy.path.abspath(prefs.python_path)
@@ -42,10 +82,32 @@ def worker_python(context) -> str:
 
 
 def dependency_folder() -> str:
-    """Where `Install dependencies` puts PyTorch and friends for Blender's own Python."""
+    """Where `Install Dependencies` puts PyTorch and friends for Blender's own Python."""
     return user_folder("deps")
 
 
 def worker_paths() -> tuple[str, ...]:
     folder = dependency_folder()
     return (folder,) if os.path.isdir(folder) and os.listdir(folder) else ()
+
+
+def job_device(context=None) -> str:
+    """The device a job asks for: the panel's Device, or the preferences' where it says so."""
+    context = context or bpy.context
+    device = context.scene.neural_field.device
+    if device == "PREFERENCES":
+        prefs = preferences(context)
+        device = prefs.device if prefs else "AUTO"
+    return device.lower()
+
+
+def job_options(context=None) -> dict:
+    """Job-level worker options from the preferences (see core/worker.py)."""
+    prefs = preferences(context)
+    if prefs is None:
+        return {}
+    options = {"cpu_fallback": bool(prefs.cpu_fallback)}
+    if prefs.gpu_memory_limit < 1.0:
+        options["gpu_memory_fraction"] = float(prefs.gpu_memory_limit)
+    return options
+

@@ -16,7 +16,12 @@ from bpy.props import (
 DEVICE_ITEMS = (
     ("AUTO", "Auto", "CUDA when a GPU is available, otherwise the CPU"),
     ("CPU", "CPU", "Train on the CPU"),
-    ("CUDA", "CUDA", "Train on the NVIDIA GPU (fails with a message if there is none)"),
+    ("CUDA", "CUDA", "Train on the NVIDIA GPU (fails with a message if there is none, unless the "
+     "preferences allow falling back to the CPU)"),
+)
+SCENE_DEVICE_ITEMS = (
+    ("PREFERENCES", "Preferences", "The Compute Device chosen in the add-on preferences"),
+    *DEVICE_ITEMS,
 )
 
 def _relative_path_options() -> set:
@@ -99,7 +104,8 @@ class NeuralFieldSceneSettings(bpy.types.PropertyGroup):
         name="Space Steps", description="Training steps of Fit Shape Space (0: the device's default, "
         "14,000 on a GPU and 1,500 on the CPU; a space needs more steps than one field)", default=0, min=0,
         soft_max=50000)
-    device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="AUTO")
+    device: EnumProperty(name="Device", items=SCENE_DEVICE_ITEMS, default="PREFERENCES",
+                         description="Where this scene's fits and extractions run")
     seed: IntProperty(name="Seed", description="Seed for samples, batches and initialisation", default=0, min=0)
     kind: EnumProperty(name="Field", items=KIND_ITEMS, default="SDF")
     batch: IntProperty(name="Batch", description="Points per training step", default=8192, min=256, soft_max=1 << 20)
@@ -202,11 +208,11 @@ class NeuralFieldObjectSettings(bpy.types.PropertyGroup):
                              default=False)
 
 
-def fit_task_settings(settings: NeuralFieldSceneSettings) -> dict:
+def fit_task_settings(settings: NeuralFieldSceneSettings, device: str) -> dict:
     """The preset and config fields of a fit task. With the Auto preset the worker picks Fast or
     Compact for the device it finds, and only steps, seed and device come from the panel."""
     field = {"init_seed": settings.seed}
-    train = {"steps": settings.steps, "seed": settings.seed, "device": settings.device.lower()}
+    train = {"steps": settings.steps, "seed": settings.seed, "device": device}
     if settings.preset == "AUTO":
         return {"preset": "auto", "field_config": field, "train_config": train}
     for prop in _FIELD_SETTINGS:

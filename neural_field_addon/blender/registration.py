@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import live, operators, panel, preferences, properties, storage
+from . import dependencies, live, operators, panel, preferences, properties, storage
 
 CLASSES = (
     properties.NeuralFieldSceneSettings,
@@ -16,6 +16,9 @@ CLASSES = (
     operators.NEURAL_FIELD_OT_reconstruct,
     operators.NEURAL_FIELD_OT_locate_field,
     operators.NEURAL_FIELD_OT_cancel,
+    operators.NEURAL_FIELD_OT_show_loss_curve,
+    dependencies.NEURAL_FIELD_OT_install_dependencies,
+    dependencies.NEURAL_FIELD_OT_check_dependencies,
     panel.VIEW3D_PT_neural_field,
     panel.VIEW3D_PT_neural_field_network,
 )
@@ -31,6 +34,7 @@ def register():
 
 
 def unregister():
+    panel.unregister()
     storage.unregister()
     live.unregister()
     del bpy.types.Object.neural_field

@@ -25,9 +25,19 @@ def user_folder(name: str) -> str:
         return path
 
 
+def chosen_fields_folder() -> str:
+    """The Fields Folder of the add-on preferences (absolute), or '' for beside the .blend."""
+    addon = bpy.context.preferences.addons.get(ADDON_PACKAGE)
+    folder = getattr(addon.preferences, "fields_folder", "") if addon else ""
+    return os.path.normpath(bpy.path.abspath(folder)) if folder else ""
+
+
 def new_field_path(source_name: str) -> str:
-    """An absolute path for a new field file of the named source."""
-    if bpy.data.filepath:
+    """An absolute path for a new field file of the named source: in the preferences' Fields
+    Folder where one is chosen, else beside the .blend (or in the user folder until it is saved)."""
+    if chosen_fields_folder():
+        folder = chosen_fields_folder()
+    elif bpy.data.filepath:
         folder = bpy.path.abspath("//" + FIELDS_FOLDER)
     else:
         folder = user_folder("fields")
@@ -37,13 +47,24 @@ def new_field_path(source_name: str) -> str:
 
 
 def stored_path(path: str) -> str:
-    """The form kept on the object: relative to the .blend where it is saved."""
-    if bpy.data.filepath:
+    """The form kept on the object: relative to the .blend where it is saved, absolute where it
+    is in the preferences' Fields Folder (that folder does not move with the .blend)."""
+    if bpy.data.filepath and not _inside(path, chosen_fields_folder()):
         try:
             return bpy.path.relpath(path)
         except ValueError:  # another drive on Windows
             return path
     return path
+
+
+def _inside(path: str, folder: str) -> bool:
+    if not folder:
+        return False
+    path, folder = os.path.normcase(os.path.abspath(path)), os.path.normcase(os.path.abspath(folder))
+    try:
+        return os.path.commonpath([path, folder]) == folder
+    except ValueError:  # different drives
+        return False
 
 
 def absolute_path(stored: str) -> str:
@@ -129,10 +150,11 @@ def keep_fields_beside(target_blend: str) -> int:
     """Before the .blend is saved as `target_blend`: copy every field file its objects use into
     `//neural_fields/` beside it (fields of a file never saved, or of a file saved elsewhere
     before), atomically and without overwriting a different file, and store relative paths.
-    The originals stay where they were: an undo step may still point at them. Returns the number
+    Fields in the preferences' Fields Folder stay there. The originals stay where they were: an undo step may still point at them. Returns the number
     of files copied."""
     target_dir = os.path.dirname(os.path.abspath(target_blend))
     folder = os.path.join(target_dir, FIELDS_FOLDER)
+    chosen = chosen_fields_folder()
     placed: dict = {}
     copied = 0
     for obj in bpy.data.objects:
@@ -142,6 +164,8 @@ def keep_fields_beside(target_blend: str) -> int:
         source = _resolve(record.field_path, _BlendPath.current or bpy.data.filepath)
         if not source or not os.path.isfile(source):
             continue  # missing: the panel says so; nothing to copy
+        if _inside(source, chosen):
+            continue  # kept in the folder the preferences chose, by its absolute path
         if source not in placed:
             destination = os.path.join(folder, os.path.basename(source))
             if os.path.normcase(os.path.abspath(source)) != os.path.normcase(destination):

@@ -23,7 +23,9 @@ Job file: {"tasks": [...]}, each task one of
   where EXTRACT is {"resolution": R, "level": L, "method": "adaptive" | "dense", "normals": bool}
   (method and normals optional); with normals, the NPZ also holds per-vertex `normals`. For a
   shape space, an extract task also names "shape": I, or "blend": {"I": w, ...} and "slerp": bool.
-Paths are relative to the job file's folder unless absolute.
+Paths are relative to the job file's folder unless absolute. Job-level options:
+"cpu_fallback": true runs a task again on the CPU where CUDA fails (out of memory, no GPU), with
+a warning; "gpu_memory_fraction": f (0 < f < 1) caps the worker's share of the GPU.
 """
 
 from __future__ import annotations
@@ -202,7 +204,6 @@ def run_reconstruct(task: dict, base: str, channel: _Channel, index: int) -> dic
 
 
 RUNNERS = {"fit": run_fit, "fit-space": run_fit_space, "extract": run_extract, "reconstruct": run_reconstruct}
-REQUIRED_MODULES = {"torch": "PyTorch", "numpy": "NumPy", "skimage": "scikit-image"}
 
 
 def _slow_geometry_warning() -> str:
@@ -218,7 +219,55 @@ def _slow_geometry_warning() -> str:
 def _missing_dependencies() -> list[str]:
     import importlib.util
 
-    return [name for module, name in REQUIRED_MODULES.items() if importlib.util.find_spec(module) is None]
+    from .environment import REQUIRED
+
+    return [name for module, name in REQUIRED.items() if importlib.util.find_spec(module) is None]
+
+
+def _is_cuda_failure(error: BaseException) -> bool:
+    """CUDA ran out of memory, or was asked for and is not there: the failures a CPU run avoids."""
+    import torch
+
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(error)
+    return "CUDA out of memory" in text or "no usable CUDA GPU" in text
+
+
+def _on_cpu(task: dict) -> dict:
+    """The same task with every device setting it has set to the CPU."""
+    task = dict(task)
+    if "train_config" in task:
+        task["train_config"] = {**task["train_config"], "device": "cpu"}
+    if "device" in task:
+        task["device"] = "cpu"
+    return task
+
+
+def _limit_gpu_memory(fraction) -> None:
+    """Cap this process's share of the GPU (the rest stays with Blender's viewport and Cycles)."""
+    if fraction is None or not 0.0 < float(fraction) < 1.0:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(float(fraction), 0)
+
+
+def _run_task(runner, task, base, channel, index, cpu_fallback: bool) -> dict:
+    """Run one task; where CUDA fails (out of memory, or no GPU) and the user allowed it, run it
+    again on the CPU and say so."""
+    try:
+        return runner(task, base, channel, index)
+    except Exception as error:  # noqa: BLE001 - re-raised unless the CPU can take over
+        if not (cpu_fallback and _is_cuda_failure(error)):
+            raise
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        channel.send("warning", message=f"CUDA failed ({str(error).splitlines()[0]}); running on the CPU instead")
+        return runner(_on_cpu(task), base, channel, index)
 
 
 def main(argv=None) -> int:
@@ -241,14 +290,16 @@ def main(argv=None) -> int:
         channel.send(
             "error",
             task=None,
-            message=f"the training Python ({sys.executable}) lacks {', '.join(missing)}: set "
-            "'Python for Training' in the add-on preferences to an interpreter that has them",
+            message=f"the training Python ({sys.executable}) lacks {', '.join(missing)}: click Install "
+            "Dependencies in the add-on preferences, or set 'Python for Training' to an interpreter that has them",
         )
         channel.send("done")
         return 2
     slow = _slow_geometry_warning()
     if slow:
         channel.send("warning", message=slow)
+    _limit_gpu_memory(job.get("gpu_memory_fraction"))
+    cpu_fallback = bool(job.get("cpu_fallback", False))
     base = os.path.dirname(job_path)
     failed = False
     for index, task in enumerate(job.get("tasks", [])):
@@ -258,7 +309,7 @@ def main(argv=None) -> int:
             failed = True
             continue
         try:
-            result = runner(task, base, channel, index)
+            result = _run_task(runner, task, base, channel, index, cpu_fallback)
         except Exception as error:  # noqa: BLE001 - every failure becomes a message
             # Expected failures (bad mesh, empty surface, CUDA out of memory) read as they are;
             # anything else is named by its type. The remaining tasks still run.
