@@ -185,6 +185,16 @@ def test_run_reports_progress_up_to_the_last_step(sphere_mesh):
     assert all(np.isfinite(r["loss"]) for r in train)
 
 
+def test_a_sheet_without_inside_is_refused_before_training():
+    # One triangle and an open square: neither encloses a volume, so no field has a surface.
+    triangle = TriangleMesh(np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], float), np.array([[0, 1, 2]]))
+    square = TriangleMesh(np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], float),
+                          np.array([[0, 1, 2], [0, 2, 3]]))
+    for sheet in (triangle, square):
+        with pytest.raises(ValueError, match="encloses no volume"):
+            fit_field(sheet, *tiny_configs())
+
+
 def _predictions(field, seed=12):
     points = np.random.default_rng(seed).uniform(-1.2, 1.2, size=(2000, 3)) + SPHERE_CENTER
     return field.signed_distance(points)

@@ -6,10 +6,16 @@ import bpy
 import numpy as np
 
 
-def evaluated_triangles(obj, depsgraph) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices (n, 3) in object space and triangles (m, 3) of the object's evaluated mesh
-    (modifiers applied, as the viewport shows it)."""
-    evaluated = obj.evaluated_get(depsgraph)
+# Object types whose evaluated geometry is a mesh (text, curves with a bevel or extrusion, NURBS
+# surfaces and metaballs become triangles as the viewport shows them).
+GEOMETRY_TYPES = {"MESH", "CURVE", "SURFACE", "FONT", "META"}
+
+
+def is_collection_instance(obj) -> bool:
+    return obj.type == "EMPTY" and obj.instance_type == "COLLECTION" and obj.instance_collection is not None
+
+
+def _triangles_of(evaluated) -> tuple[np.ndarray, np.ndarray]:
     mesh = evaluated.to_mesh()
     try:
         mesh.calc_loop_triangles()
@@ -20,6 +26,34 @@ def evaluated_triangles(obj, depsgraph) -> tuple[np.ndarray, np.ndarray]:
     finally:
         evaluated.to_mesh_clear()
     return vertices.reshape(-1, 3), triangles.reshape(-1, 3)
+
+
+def evaluated_triangles(obj, depsgraph) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (n, 3) in object space and triangles (m, 3) of the object's evaluated geometry
+    (modifiers applied, as the viewport shows it). For an empty that instances a collection, the
+    instanced objects' geometry, placed as they are shown, in the empty's space."""
+    if is_collection_instance(obj):
+        return _instanced_triangles(obj, depsgraph)
+    return _triangles_of(obj.evaluated_get(depsgraph))
+
+
+def _instanced_triangles(obj, depsgraph) -> tuple[np.ndarray, np.ndarray]:
+    to_local = np.array(obj.matrix_world.inverted(), dtype=np.float64)
+    vertex_parts, face_parts, count = [], [], 0
+    for instance in depsgraph.object_instances:
+        parent = instance.parent
+        if not instance.is_instance or parent is None or parent.original != obj:
+            continue
+        if instance.object.type not in GEOMETRY_TYPES:
+            continue
+        vertices, faces = _triangles_of(instance.object)  # copied now: instances are temporary
+        matrix = to_local @ np.array(instance.matrix_world, dtype=np.float64)
+        vertex_parts.append(vertices @ matrix[:3, :3].T + matrix[:3, 3])
+        face_parts.append(faces + count)
+        count += len(vertices)
+    if not vertex_parts:
+        return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
+    return np.concatenate(vertex_parts), np.concatenate(face_parts)
 
 
 def evaluated_points(obj, depsgraph) -> np.ndarray:

@@ -300,7 +300,8 @@ class NEURAL_FIELD_OT_fit(_WorkerOperator, bpy.types.Operator):
 
     def fill_job(self, context, job: WorkerJob) -> None:
         settings = context.scene.neural_field
-        sources, mesh_files = _export_selected(context, job)
+        sources, mesh_files, skipped = _export_selected(context, job)
+        _report_skipped(self, skipped)
         self._sources = []
         for index, (obj, mesh_file) in enumerate(zip(sources, mesh_files)):
             job.add_task(
@@ -352,20 +353,26 @@ def _idle(operator_class) -> bool:
 
 
 def _export_selected(context, job: WorkerJob, at_least: int = 1):
-    """The selected meshes' evaluated triangles, checked and written into the job folder; returns
-    the source objects and their NPZ paths. Nothing is written if any mesh is refused."""
+    """The selected objects' evaluated triangles, checked and written into the job folder; returns
+    the source objects, their NPZ paths and the names of selected objects without geometry.
+    Nothing is written if any of them is refused."""
     from ..core.geometry import TriangleMesh
 
-    sources = _selected_meshes(context)
+    sources, skipped = _selected_sources(context)
     if len(sources) < at_least:
         raise InputError(f"A shape space needs two or more meshes; {len(sources)} is selected")
     if context.mode == "EDIT_MESH":
         for obj in sources:
-            obj.update_from_editmode()
+            if obj.mode == "EDIT":
+                obj.update_from_editmode()
     depsgraph = context.evaluated_depsgraph_get()
     exported = []
     for obj in sources:
         vertices, faces = mesh_bridge.evaluated_triangles(obj, depsgraph)
+        if len(faces) == 0 and obj.type != "MESH":
+            what = ("instances no geometry with faces" if mesh_bridge.is_collection_instance(obj)
+                    else f"is a {obj.type.lower()} without faces (give it a bevel, extrusion or fill, or deselect it)")
+            raise InputError(f"Cannot fit '{obj.name}': it {what}")
         try:
             TriangleMesh(vertices, faces)
         except ValueError as error:
@@ -375,21 +382,30 @@ def _export_selected(context, job: WorkerJob, at_least: int = 1):
     for index, (vertices, faces) in enumerate(exported):
         paths.append(job.path(f"mesh_{index}.npz"))
         np.savez(paths[-1], vertices=vertices, faces=faces)
-    return sources, paths
+    return sources, paths, skipped
 
 
-def _selected_meshes(context) -> list:
+def _report_skipped(operator, skipped) -> None:
+    if skipped:
+        operator.report({"WARNING"}, "Skipped, no geometry to fit: " + ", ".join(skipped))
+
+
+def _selected_sources(context) -> tuple[list, list]:
+    """The selected objects that have geometry to fit (meshes, text, curves, surfaces, metaballs,
+    and empties instancing a collection) and the names of those skipped (cameras, lights, ...)."""
     selected = list(context.selected_objects)
     active = context.active_object
     if not selected:
         if active is not None and active.type != "MESH":
             raise InputError(f"The active object '{active.name}' is a {active.type.lower()}, not a mesh: select one or more mesh objects")
         raise InputError("Nothing is selected: select one or more mesh objects to fit")
-    meshes = [obj for obj in selected if obj.type == "MESH"]
-    if not meshes:
+    sources = [obj for obj in selected
+               if obj.type in mesh_bridge.GEOMETRY_TYPES or mesh_bridge.is_collection_instance(obj)]
+    if not sources:
         kinds = ", ".join(sorted({obj.type.lower() for obj in selected}))
         raise InputError(f"None of the selected objects is a mesh (found: {kinds}); select a mesh object")
-    return meshes
+    skipped = [f"{obj.name} ({obj.type.lower()})" for obj in selected if obj not in sources]
+    return sources, skipped
 
 
 def _select_only(context, objects) -> None:
@@ -441,7 +457,8 @@ class NEURAL_FIELD_OT_fit_shape_space(_WorkerOperator, bpy.types.Operator):
 
     def fill_job(self, context, job: WorkerJob) -> None:
         settings = context.scene.neural_field
-        sources, meshes = _export_selected(context, job, at_least=2)
+        sources, meshes, skipped = _export_selected(context, job, at_least=2)
+        _report_skipped(self, skipped)
         self._sources = [obj.name for obj in sources]
         job.add_task(
             {

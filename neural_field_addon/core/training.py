@@ -254,7 +254,14 @@ def sample_pool(field_mesh: TriangleMesh, kind: str, cfg: TrainConfig, sample_lo
     )
     # Pool in Morton order: a sorted batch index then reads points that are near in space.
     points = points[morton_order_tensor(points, sample_low, sample_high)].contiguous()
-    return points, MeshQuery(field_mesh, device=device).signed_distance_tensor(points)
+    sdf = MeshQuery(field_mesh, device=device).signed_distance_tensor(points)
+    if not bool((sdf < 0).any()):
+        # A sheet (one triangle, a plane) has no inside, so its field has no zero level: refuse
+        # now rather than train a field whose surface is noise.
+        raise ValueError(f"the mesh encloses no volume: none of {len(points):,} sample points is inside it "
+                         "(a single triangle, a plane or another open sheet has no inside; give it thickness, "
+                         "e.g. with a Solidify modifier)")
+    return points, sdf
 
 
 def _optimizer(network: FieldNetwork, lr: float, device: str, capturable: bool) -> torch.optim.Optimizer:
