@@ -159,6 +159,10 @@ class _WorkerOperator:
         try:
             while not STATE.job.done:
                 self._handle(STATE.job.wait_messages(timeout=0.25))
+                if STATE.cancel_requested:  # neural_field.cancel from another thread or a timer
+                    STATE.end()
+                    self.report({"WARNING"}, "Neural Field job cancelled; the scene is unchanged")
+                    return {"CANCELLED"}
                 if STATE.status != last_status and time.monotonic() - last_print > 2.0:
                     print(f"Neural Field: {STATE.status}", flush=True)
                     last_print, last_status = time.monotonic(), STATE.status
