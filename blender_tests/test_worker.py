@@ -7,6 +7,7 @@ import os
 import time
 
 import numpy as np
+import pytest
 
 from analytic import icosphere
 from neural_field_addon.blender.jobs import WorkerJob
@@ -129,3 +130,26 @@ def test_occupancy_fit_with_a_level_offset_is_refused_before_training():
         assert not os.path.exists(task["field_path"])
     finally:
         job.cleanup()
+
+
+@pytest.mark.cuda
+def test_cuda_out_of_memory_stops_with_a_message_or_falls_back_to_the_cpu_when_allowed():
+    outcomes = {}
+    for fallback in (False, True):
+        # A share of the GPU far too small for a pool of a million points.
+        job = WorkerJob(options={"cpu_fallback": fallback, "gpu_memory_fraction": 0.0002})
+        task = _fit_task(job, steps=10)
+        task["train_config"].update(device="cuda", pool_size=1 << 20)
+        job.add_task(task)
+        job.start()
+        try:
+            outcomes[fallback] = _wait_for(job, lambda m: m["type"] == "done", timeout=240)
+        finally:
+            job.cleanup()
+    refused = outcomes[False]
+    assert not [m for m in refused if m["type"] == "result"]
+    assert any(m["type"] == "error" and "out of memory" in m["message"] for m in refused)
+    fell_back = outcomes[True]
+    assert any(m["type"] == "warning" and "running on the CPU instead" in m["message"] for m in fell_back)
+    [result] = [m for m in fell_back if m["type"] == "result"]
+    assert result["report"]["device_name"].startswith("CPU")
