@@ -66,6 +66,26 @@ def test_extract_with_mix_makes_the_blend_between_the_shapes(space_scene):
     assert endpoints[0] < _volume(thin) < endpoints[1]
 
 
+def test_spherical_path_extracts_the_slerp_blend_of_the_codes(space_scene):
+    from neural_field_addon.core.extraction import extract_isosurface
+    from neural_field_addon.core.fieldfile import load_space
+
+    thin = space_scene["objects"][0]
+    bpy.context.view_layer.objects.active = thin
+    record = thin.neural_field
+    record.shape_a, record.shape_b, record.mix, record.spherical = 0, 1, 0.5, True
+    try:
+        assert bpy.ops.neural_field.extract() == {"FINISHED"}
+    finally:
+        record.spherical = False
+    space = load_space(bpy.path.abspath(record.field_path), device="cpu")
+    resolution = bpy.context.scene.neural_field.resolution
+    expected = {spherical: len(extract_isosurface(space.blend({0: 0.5, 1: 0.5}, spherical=spherical),
+                                                  resolution, 0.0).vertices) for spherical in (True, False)}
+    assert expected[True] != expected[False]  # the two paths differ for these codes
+    assert len(thin.data.vertices) == expected[True]
+
+
 def test_fit_shape_space_with_one_mesh_is_refused(space_scene):
     for obj in bpy.context.selected_objects:
         obj.select_set(False)

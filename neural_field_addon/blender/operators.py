@@ -513,7 +513,7 @@ def _space_choice(record) -> dict:
         raise InputError(str(error)) from error
     if len(weights) == 1:
         return {"shape": next(iter(weights))}
-    return {"blend": {str(index): weight for index, weight in weights.items()}}
+    return {"blend": {str(index): weight for index, weight in weights.items()}, "slerp": bool(record.spherical)}
 
 
 class NEURAL_FIELD_OT_extract(_WorkerOperator, bpy.types.Operator):

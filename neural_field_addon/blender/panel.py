@@ -77,6 +77,7 @@ class VIEW3D_PT_neural_field(bpy.types.Panel):
             space.prop(record, "shape_a")
             space.prop(record, "shape_b")
             space.prop(record, "mix", slider=True)
+            space.prop(record, "spherical")
             row = space.row(align=True)
             row.prop(record, "live_preview", toggle=True, icon="HIDE_OFF")
             row.prop(context.scene.neural_field, "preview_resolution", text="")

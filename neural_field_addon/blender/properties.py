@@ -201,6 +201,10 @@ class NeuralFieldObjectSettings(bpy.types.PropertyGroup):
                          update=_blend_changed)
     mix: FloatProperty(name="Mix", description="0: shape A, 1: shape B, between: a blend of their codes",
                        default=0.0, min=0.0, max=1.0, subtype="FACTOR", update=_blend_changed)
+    spherical: BoolProperty(
+        name="Spherical Path", description="Blend along the arc between the two codes (slerp), keeping their "
+        "length, instead of the straight line; between very different shapes it often leaves fewer fragments",
+        default=False, update=_blend_changed)
     live_preview: BoolProperty(
         name="Live Preview", description="Show the blend in a preview object that follows Shape A, Shape B "
         "and Mix as they change (a worker keeps the space loaded)", default=False, update=_toggle_live_preview)
