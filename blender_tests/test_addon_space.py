@@ -86,6 +86,16 @@ def test_spherical_path_extracts_the_slerp_blend_of_the_codes(space_scene):
     assert len(thin.data.vertices) == expected[True]
 
 
+def test_smooth_blends_use_the_cores_mixed_code_weight(addon):
+    import importlib
+
+    from neural_field_addon.core import shapespace
+
+    operators = importlib.import_module("bl_ext.user_default.neural_field_addon.blender.operators")
+    assert operators.MIX_WEIGHT == shapespace.MIX_WEIGHT  # Blender's copy (it imports no torch)
+    assert bpy.context.scene.neural_field.smooth_blends
+
+
 def test_fit_shape_space_with_one_mesh_is_refused(space_scene):
     for obj in bpy.context.selected_objects:
         obj.select_set(False)

@@ -100,6 +100,8 @@ def main() -> int:
     parser.add_argument("--depth", type=int, default=None)
     parser.add_argument("--latent-dim", type=int, default=None)
     parser.add_argument("--code-regularization", type=float, default=None)
+    parser.add_argument("--mix-weight", type=float, default=None,
+                        help="weight of mixed-code supervision (0: a plain auto-decoder; default 1)")
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--no-reference", action="store_true", help="skip the single-shape fits")
     parser.add_argument("--reference-shapes", default="", help="single-shape fits for these indices only "
@@ -130,6 +132,8 @@ def main() -> int:
     start = time.perf_counter()
     try:
         extra = {} if args.code_regularization is None else {"code_regularization": args.code_regularization}
+        if args.mix_weight is not None:
+            extra["mix_weight"] = args.mix_weight
         space = fit_shape_space(meshes, field_config, train_config, names=names, on_progress=bar.update, **extra)
     finally:
         bar.close()

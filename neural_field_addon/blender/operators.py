@@ -20,6 +20,9 @@ from .jobs import WorkerError, WorkerJob
 from .preferences import job_device, job_options, worker_paths, worker_python
 
 FIELDS_COLLECTION = "Neural Fields"
+# Mixed-code supervision's weight with Smooth Blends on (core.shapespace.MIX_WEIGHT, kept here so
+# that Blender's process does not import torch).
+MIX_WEIGHT = 0.25
 # Surface points taken from a mesh reconstructed as points.
 POINT_SAMPLES = 20_000
 PHASE_LABELS = {
@@ -475,6 +478,7 @@ class NEURAL_FIELD_OT_fit_shape_space(_WorkerOperator, bpy.types.Operator):
                                  **({"steps": settings.space_steps} if settings.space_steps else {})},
                 "extract": _extract_settings(settings),
                 "mesh_out": [job.path(f"result_{i}.npz") for i in range(len(sources))],
+                "mix_weight": MIX_WEIGHT if settings.smooth_blends else 0.0,
             }
         )
         self._record = {"resolution": settings.resolution, "level": settings.level}

@@ -35,6 +35,7 @@ class VIEW3D_PT_neural_field(bpy.types.Panel):
         row = col.row(align=True)
         row.operator("neural_field.fit_shape_space", icon="MOD_INSTANCE")
         row.prop(settings, "space_steps", text="Steps")
+        col.prop(settings, "smooth_blends")
 
         col = layout.column(align=True)
         col.label(text="Extraction", icon="MESH_ICOSPHERE")

@@ -104,6 +104,10 @@ class NeuralFieldSceneSettings(bpy.types.PropertyGroup):
         name="Space Steps", description="Training steps of Fit Shape Space (0: the device's default, "
         "14,000 on a GPU and 1,500 on the CPU; a space needs more steps than one field)", default=0, min=0,
         soft_max=50000)
+    smooth_blends: BoolProperty(
+        name="Smooth Blends", default=True,
+        description="Fit Shape Space also trains the blends between shapes to follow the morph of their "
+        "distance fields: smooth, one-piece in-betweens, at a small cost in fidelity at the shapes themselves")
     device: EnumProperty(name="Device", items=SCENE_DEVICE_ITEMS, default="PREFERENCES",
                          description="Where this scene's fits and extractions run")
     seed: IntProperty(name="Seed", description="Seed for samples, batches and initialisation", default=0, min=0)

@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     space.add_argument("-o", "--output", required=True, help="shape space file to write (.nfield)")
     _add_fit_options(space)
     space.add_argument("--latent-dim", type=int, default=None, help="length of each shape's latent code")
+    space.add_argument("--mix-weight", type=float, default=None,
+                       help="weight of mixed-code supervision, which makes blends follow the distance-field morph "
+                       "of the two shapes (default 0.25; 0: a plain auto-decoder)")
     space.add_argument("--json", action="store_true", help="print a JSON object as the last line")
 
     extract = sub.add_parser("extract", help="extract a field's isosurface to OBJ, PLY or NPZ")
@@ -208,7 +211,8 @@ def cmd_fit_space(args) -> dict:
     _say(f"fitting a space of {len(meshes)} shapes: {', '.join(names)}")
     bar = ProgressBar()
     try:
-        space = fit_shape_space(meshes, field_config, train_config, names=names, on_progress=bar.update)
+        extra = {} if args.mix_weight is None else {"mix_weight": args.mix_weight}
+        space = fit_shape_space(meshes, field_config, train_config, names=names, on_progress=bar.update, **extra)
     finally:
         bar.close()
     save_space(args.output, space)

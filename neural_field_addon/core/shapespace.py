@@ -6,8 +6,17 @@ longest side spanning [-1, 1]), as DeepSDF normalises every shape to the unit sp
 then learns shapes, not positions and sizes. The transforms are kept, so shape i extracts where
 its source was; a blend of shapes gets the blend of their transforms (centres weighted, scales
 weighted geometrically). Codes start at N(0, 0.01^2) and are held near the origin by a penalty
-on their squared norm, the Gaussian prior of the auto-decoder, which keeps the space between
-codes populated by plausible shapes.
+on their squared norm, the Gaussian prior of the auto-decoder.
+
+Between the codes the decoder is also supervised (mixed-code supervision): a quarter of each batch
+takes two shapes a, b and a t in [0, 1], the code (1 - t) z_a + t z_b, and as target the same
+blend of the two shapes' exact signed distances, (1 - t) s_a + t s_b, at points of either shape's
+pool (a table of every shape's distance at every pool point is computed with the pool). The path
+between two codes is then the distance-field morph: smooth and in one piece, where an auto-decoder
+alone, having seen only the endpoints, makes bumpy in-betweens with fragments. Measured on an
+H100 with three shapes: every blend in one piece and 20-70 times closer to the exact morph, the
+endpoints within 1.3x of a plain auto-decoder's; with ten shapes at the default weight the worst
+endpoint went from 2.1x to 2.4x a single fit (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from torch import nn
 from .config import FieldConfig, TrainConfig, check_compatible
 from .devices import flush_denormals, resolve_device
 from .field import NeuralField
-from .geometry import FieldTransform, TriangleMesh
+from .geometry import FieldTransform, MeshQuery, TriangleMesh
 from .networks import ConditionedNetwork, FieldNetwork
 from .objectives import SDF_LOSSES, occupancy_bce
 from .training import FieldFitter, _autocast_dtype, sample_pool
@@ -33,6 +42,11 @@ DEFAULT_LATENT_DIM = 64
 # scale); stronger flattens the space, weaker lets codes drift apart and the middle go empty.
 CODE_REGULARIZATION = 1e-4
 CODE_INIT_STD = 0.01
+# Mixed-code supervision: its share of the batch, its weight against the shapes' own loss, and the
+# quantisation of t (t travels as an integer in the batch index, which a CUDA graph copies in).
+MIX_FRACTION = 0.25
+MIX_WEIGHT = 0.25
+MIX_T_STEPS = 1 << 16
 
 
 def interpolate_codes(a: torch.Tensor, b: torch.Tensor, t: float, spherical: bool = False) -> torch.Tensor:
@@ -136,7 +150,7 @@ class ShapeSpaceFitter(FieldFitter):
     schedule, progress and cancellation; each batch mixes points of all shapes."""
 
     def __init__(self, meshes, field_config: FieldConfig | None = None, train_config: TrainConfig | None = None,
-                 names=None, code_regularization: float = CODE_REGULARIZATION):
+                 names=None, code_regularization: float = CODE_REGULARIZATION, mix_weight: float = MIX_WEIGHT):
         if len(meshes) < 2:
             raise ValueError(f"a shape space needs at least two meshes; {len(meshes)} given")
         device = resolve_device((train_config or TrainConfig()).device)
@@ -153,6 +167,9 @@ class ShapeSpaceFitter(FieldFitter):
         flush_denormals()
         self.sources = list(meshes)
         self.code_regularization = float(code_regularization)
+        self.mix_weight = float(mix_weight)
+        self.mix_batch = int(round(self.train_config.batch * MIX_FRACTION)) if self.mix_weight > 0 else 0
+        self._pool_cross = None
         self.names = list(names) if names is not None else [f"shape_{i}" for i in range(len(meshes))]
         self.transforms = [FieldTransform.fit_unit_box(mesh) for mesh in meshes]
         self.field_meshes = [mesh.transformed(t) for mesh, t in zip(meshes, self.transforms)]
@@ -192,35 +209,73 @@ class ShapeSpaceFitter(FieldFitter):
         ]
         self._pool_points = torch.stack([points for points, _ in pools])
         self._pool_sdf = torch.stack([sdf for _, sdf in pools])
+        if self.mix_batch:
+            self._pool_cross = self._cross_distances()
         self.timings["groundtruth_seconds"] = time.perf_counter() - start
 
-    def _batch_index(self) -> torch.Tensor:
-        """(batch, 2): a shape and a pool point per sample, uniform over both."""
+    def _cross_distances(self) -> torch.Tensor:
+        """(shapes, pool, shapes): the signed distance of shape k at pool point p of shape s, all
+        in field space (every shape in its own unit box, the frame its code is trained in)."""
         shapes, pool = self._pool_points.shape[:2]
-        batch = self.train_config.batch
-        shape = torch.randint(shapes, (batch,), device=self.device, generator=self._generator)
-        point = torch.randint(pool, (batch,), device=self.device, generator=self._generator)
-        return torch.stack([shape, point], dim=1)
+        cross = torch.empty(shapes, pool, shapes, device=self.device)
+        for k, mesh in enumerate(self.field_meshes):
+            query = MeshQuery(mesh, device=self.device)
+            for s in range(shapes):
+                cross[s, :, k] = self._pool_sdf[s] if s == k else query.signed_distance_tensor(self._pool_points[s])
+        return cross
+
+    def _batch_index(self) -> torch.Tensor:
+        """(batch + mix_batch, 5) rows of [shape a, shape b, pool of, pool point, t quantised]:
+        first the shapes' own samples (a = b, t = 0), uniform over shapes and points; then the
+        blends, a pair of different shapes, a point of either's pool and t uniform in [0, 1]."""
+        shapes, pool = self._pool_points.shape[:2]
+        batch, mixed, device, generator = self.train_config.batch, self.mix_batch, self.device, self._generator
+        shape = torch.randint(shapes, (batch,), device=device, generator=generator)
+        point = torch.randint(pool, (batch,), device=device, generator=generator)
+        rows = [torch.stack([shape, shape, shape, point, torch.zeros_like(shape)], dim=1)]
+        if mixed:
+            a = torch.randint(shapes, (mixed,), device=device, generator=generator)
+            b = (a + torch.randint(1, shapes, (mixed,), device=device, generator=generator)) % shapes
+            source = torch.where(torch.randint(2, (mixed,), device=device, generator=generator) == 0, a, b)
+            point = torch.randint(pool, (mixed,), device=device, generator=generator)
+            t = torch.randint(0, MIX_T_STEPS + 1, (mixed,), device=device, generator=generator)
+            rows.append(torch.stack([a, b, source, point, t], dim=1))
+        return torch.cat(rows) if len(rows) > 1 else rows[0]
 
     def _eager_step(self, index: torch.Tensor) -> None:
-        shape, point = index[:, 0], index[:, 1]
-        losses = self.space_losses(self._pool_points[shape, point], self._pool_sdf[shape, point], shape)
+        losses = self.space_losses(index)
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         self.optimizer.step()
         self._loss_sum += losses["total"].detach()
 
-    def space_losses(self, points: torch.Tensor, target_sdf: torch.Tensor, shape: torch.Tensor) -> dict:
-        codes = self.codes[shape]
+    def space_losses(self, index: torch.Tensor) -> dict:
+        """The shapes' own loss plus the code prior, and the blends' loss weighted by mix_weight.
+        Each row's code is a row of W @ codes (W: 1 - t at a, t at b): the same codes as indexing,
+        but a matrix product's backward, where indexing's scattered accumulation into a few rows
+        took most of a CUDA step (4.0 -> 1.5 ms measured on an H100)."""
+        a, b, source, point, t = index.unbind(1)
+        t = t.float() / MIX_T_STEPS
+        weights = torch.zeros(len(index), len(self.codes), device=self.device)
+        weights.scatter_add_(1, a[:, None], (1.0 - t)[:, None]).scatter_add_(1, b[:, None], t[:, None])
+        codes = weights @ self.codes
         with torch.autocast(self.device, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
-            prediction = self.network(points, codes).float()
-        if self.field_config.kind == "occupancy":
-            losses = occupancy_bce(prediction, target_sdf < 0)
-        else:
-            losses = SDF_LOSSES[self.train_config.sdf_loss](prediction, target_sdf, self.train_config.clamp)
-        losses["code"] = codes.pow(2).sum(dim=1).mean()
+            prediction = self.network(self._pool_points[source, point], codes).float()
+        batch = self.train_config.batch
+        losses = self._fit_loss(prediction[:batch], self._pool_sdf[source[:batch], point[:batch]])
+        losses["code"] = codes[:batch].pow(2).sum(dim=1).mean()
         losses["total"] = losses["total"] + self.code_regularization * losses["code"]
+        if self.mix_batch:
+            m_a, m_b, m_source, m_point, m_t = a[batch:], b[batch:], source[batch:], point[batch:], t[batch:]
+            target = (1.0 - m_t) * self._pool_cross[m_source, m_point, m_a] + m_t * self._pool_cross[m_source, m_point, m_b]
+            losses["mix"] = self._fit_loss(prediction[batch:], target)["total"]
+            losses["total"] = losses["total"] + self.mix_weight * losses["mix"]
         return losses
+
+    def _fit_loss(self, prediction: torch.Tensor, target_sdf: torch.Tensor) -> dict:
+        if self.field_config.kind == "occupancy":
+            return occupancy_bce(prediction, target_sdf < 0)
+        return SDF_LOSSES[self.train_config.sdf_loss](prediction, target_sdf, self.train_config.clamp)
 
     def field(self) -> ShapeSpace:  # what run() returns
         report = {**self.base_report(), "shapes": len(self.sources), "latent_dim": self.field_config.latent_dim}
@@ -256,9 +311,11 @@ def space_configs(device: str = "cuda") -> tuple[FieldConfig, TrainConfig]:
 
 
 def fit_shape_space(meshes, field_config=None, train_config=None, names=None, on_progress=None,
-                    should_stop=None, code_regularization: float = CODE_REGULARIZATION) -> ShapeSpace:
-    """Fit a shape space to two or more meshes, each in its own (object) coordinates."""
-    fitter = ShapeSpaceFitter(meshes, field_config, train_config, names, code_regularization)
+                    should_stop=None, code_regularization: float = CODE_REGULARIZATION,
+                    mix_weight: float = MIX_WEIGHT) -> ShapeSpace:
+    """Fit a shape space to two or more meshes, each in its own (object) coordinates; mix_weight
+    0 turns mixed-code supervision off (a plain auto-decoder)."""
+    fitter = ShapeSpaceFitter(meshes, field_config, train_config, names, code_regularization, mix_weight)
     return fitter.run(on_progress, should_stop)
 
 

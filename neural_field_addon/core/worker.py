@@ -15,7 +15,8 @@ Job file: {"tasks": [...]}, each task one of
   (with a preset, the configs start from it on the device the fit runs on and the given
   fields override it; without one, from the defaults)
   {"type": "fit-space", "meshes": [NPZ, ...], "names": [...], "space_path": P, "field_config": {...},
-   "train_config": {...}, "extract": EXTRACT, "mesh_out": [NPZ, ...]}   (one mesh_out per shape)
+   "train_config": {...}, "extract": EXTRACT, "mesh_out": [NPZ, ...], "mix_weight": W (optional)}
+  (one mesh_out per shape; W weighs mixed-code supervision, 0 turns it off)
   {"type": "extract", "field_path": P, "device": D, "mesh_out": NPZ, **EXTRACT}
   {"type": "reconstruct", "space_path": P, "input": NPZ (a mesh, or an array `points`), "name": N,
    "steps": S, "seed": s, "device": D, "out_space_path": P2, "extract": EXTRACT, "mesh_out": NPZ}
@@ -159,7 +160,9 @@ def run_fit_space(task: dict, base: str, channel: _Channel, index: int) -> dict:
     def on_progress(info):
         channel.send("progress", task=index, **info)
 
-    space = fit_shape_space(meshes, field_config, train_config, names=task.get("names"), on_progress=on_progress)
+    extra = {"mix_weight": float(task["mix_weight"])} if "mix_weight" in task else {}
+    space = fit_shape_space(meshes, field_config, train_config, names=task.get("names"), on_progress=on_progress,
+                            **extra)
     space_path = _resolve(base, task["space_path"])
     save_space(space_path, space)
     result = {"space_path": space_path, "report": space.report, "names": space.names, "mesh_out": []}
