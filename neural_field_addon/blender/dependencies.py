@@ -21,7 +21,7 @@ import time
 import bpy
 from bpy.props import StringProperty
 
-from .jobs import PACKAGE_DIR, WorkerError, _pump, _spawn, _stop
+from .jobs import PACKAGE_DIR, WorkerError, _log_tail, _pump, _spawn, _stop
 
 ENVIRONMENT_MODULE = os.path.basename(PACKAGE_DIR) + ".core.environment"
 # What the worker needs (torch, scikit-image and NumPy) and what makes it fast on the CPU (Numba,
@@ -165,8 +165,7 @@ def probe(python: str, extra_paths) -> dict:
         for line in reversed(out.splitlines()):
             if line.startswith("{"):
                 return json.loads(line)
-        with open(os.path.join(folder, "probe.log"), encoding="utf-8", errors="replace") as log:
-            tail = " | ".join(log.read().strip().splitlines()[-3:])
+        tail = _log_tail(os.path.join(folder, "probe.log"), lines=3)
         raise WorkerError(f"{python} could not run the check (exit code {process.returncode}): {tail or 'no output'}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -35,12 +35,9 @@ def chosen_fields_folder() -> str:
 def new_field_path(source_name: str) -> str:
     """An absolute path for a new field file of the named source: in the preferences' Fields
     Folder where one is chosen, else beside the .blend (or in the user folder until it is saved)."""
-    if chosen_fields_folder():
-        folder = chosen_fields_folder()
-    elif bpy.data.filepath:
-        folder = bpy.path.abspath("//" + FIELDS_FOLDER)
-    else:
-        folder = user_folder("fields")
+    folder = chosen_fields_folder()
+    if not folder:
+        folder = bpy.path.abspath("//" + FIELDS_FOLDER) if bpy.data.filepath else user_folder("fields")
     os.makedirs(folder, exist_ok=True)
     stem = bpy.path.clean_name(source_name) or "field"
     return os.path.join(folder, f"{stem}_{uuid.uuid4().hex[:8]}.nfield")
@@ -150,8 +147,8 @@ def keep_fields_beside(target_blend: str) -> int:
     """Before the .blend is saved as `target_blend`: copy every field file its objects use into
     `//neural_fields/` beside it (fields of a file never saved, or of a file saved elsewhere
     before), atomically and without overwriting a different file, and store relative paths.
-    Fields in the preferences' Fields Folder stay there. The originals stay where they were: an undo step may still point at them. Returns the number
-    of files copied."""
+    Fields in the preferences' Fields Folder stay there. The originals stay where they were: an
+    undo step may still point at them. Returns the number of files copied."""
     target_dir = os.path.dirname(os.path.abspath(target_blend))
     folder = os.path.join(target_dir, FIELDS_FOLDER)
     chosen = chosen_fields_folder()

@@ -202,24 +202,24 @@ class ShapeSpaceFitter(FieldFitter):
     def build_pool(self) -> None:
         """One pool per shape, stacked (shapes, pool_size, 3), each from its own seed."""
         start = time.perf_counter()
+        queries = [MeshQuery(mesh, device=self.device) for mesh in self.field_meshes]  # one BVH per shape
         pools = [
             sample_pool(mesh, self.field_config.kind, self.train_config, self.sample_low, self.sample_high,
-                        self.device, seed=self.train_config.seed + index)
-            for index, mesh in enumerate(self.field_meshes)
+                        self.device, seed=self.train_config.seed + index, query=query)
+            for index, (mesh, query) in enumerate(zip(self.field_meshes, queries))
         ]
         self._pool_points = torch.stack([points for points, _ in pools])
         self._pool_sdf = torch.stack([sdf for _, sdf in pools])
         if self.mix_batch:
-            self._pool_cross = self._cross_distances()
+            self._pool_cross = self._cross_distances(queries)
         self.timings["groundtruth_seconds"] = time.perf_counter() - start
 
-    def _cross_distances(self) -> torch.Tensor:
+    def _cross_distances(self, queries) -> torch.Tensor:
         """(shapes, pool, shapes): the signed distance of shape k at pool point p of shape s, all
         in field space (every shape in its own unit box, the frame its code is trained in)."""
         shapes, pool = self._pool_points.shape[:2]
         cross = torch.empty(shapes, pool, shapes, device=self.device)
-        for k, mesh in enumerate(self.field_meshes):
-            query = MeshQuery(mesh, device=self.device)
+        for k, query in enumerate(queries):
             for s in range(shapes):
                 cross[s, :, k] = self._pool_sdf[s] if s == k else query.signed_distance_tensor(self._pool_points[s])
         return cross

@@ -238,9 +238,10 @@ class FieldFitter:
 
 
 def sample_pool(field_mesh: TriangleMesh, kind: str, cfg: TrainConfig, sample_low, sample_high, device: str,
-                seed: int | None = None):
+                seed: int | None = None, query: MeshQuery | None = None):
     """A training pool for a mesh in field space: points (pool_size, 3) near the surface at
-    cfg.near_scales and uniform in the sample box, in Morton order, with exact signed distances."""
+    cfg.near_scales and uniform in the sample box, in Morton order, with exact signed distances
+    (from `query` where the caller keeps one for the mesh, so its BVH is built once)."""
     sampler = DeviceSampler(field_mesh, device, cfg.seed if seed is None else seed)
     fraction = cfg.pool_uniform_fraction
     if fraction is None:
@@ -254,7 +255,7 @@ def sample_pool(field_mesh: TriangleMesh, kind: str, cfg: TrainConfig, sample_lo
     )
     # Pool in Morton order: a sorted batch index then reads points that are near in space.
     points = points[morton_order_tensor(points, sample_low, sample_high)].contiguous()
-    sdf = MeshQuery(field_mesh, device=device).signed_distance_tensor(points)
+    sdf = (query or MeshQuery(field_mesh, device=device)).signed_distance_tensor(points)
     if not bool((sdf < 0).any()):
         # A sheet (one triangle, a plane) has no inside, so its field has no zero level: refuse
         # now rather than train a field whose surface is noise.
