@@ -31,6 +31,7 @@ from neural_field_addon.core.fieldfile import (
 )
 from neural_field_addon.core.geometry import TriangleMesh
 from neural_field_addon.core.metrics import compare_meshes
+from neural_field_addon.core.networks import FieldNetwork
 from neural_field_addon.core.training import FieldFitter, FitCancelled, fit_field
 
 # Off-centre, not of unit size: the extracted surface must come back in object coordinates.
@@ -104,6 +105,20 @@ def test_fitted_torus_surface_is_within_chamfer_bound(torus_mesh, torus_surface)
     result = compare_meshes(torus_mesh, torus_surface, samples=SAMPLES)
     # Measured 2.5e-4 of the diagonal (seeds 0-2: 2.4e-4 to 2.5e-4).
     assert result["chamfer_l1"] < 6e-4
+
+
+def test_a_network_outside_everywhere_beyond_the_clamp_still_learns_the_shape(sphere_mesh):
+    """DeepSDF's clamped L1 gives no gradient where the prediction is beyond the clamp on the
+    wrong side: a network pushed there everywhere (a shape space of chairs on CUDA was) never
+    recovered. Started with every prediction at +0.5 (clamp 0.1), the fit must still find the sphere."""
+    config = FieldConfig(width=64, fourier_sigma=0.25)
+    state = FieldNetwork(config).state_dict()
+    state["head.bias"] = state["head.bias"] + 0.5
+    state["head.weight"] = state["head.weight"] * 0.0
+    field = fit_field(sphere_mesh, config, small_train_config(steps=150), initial_state=state)
+    result = compare_meshes(sphere_mesh, extract_isosurface(field, resolution=RESOLUTION), samples=SAMPLES)
+    # Measured 2.6e-4 (with the clamp's dead zone: no surface at all).
+    assert result["chamfer_l1"] < 1e-3
 
 
 def test_fitted_sphere_predicts_the_analytic_signed_distance_near_the_surface(sphere_field):

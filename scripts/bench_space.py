@@ -3,7 +3,7 @@ family members.
 
     python scripts/bench_space.py --set ten [--device cuda] [--steps N] [--save SPACE.nfield]
     python scripts/bench_space.py --set cpu3 --device cpu
-    python scripts/bench_space.py --set tori|superquadrics|chairs [--device D]
+    python scripts/bench_space.py --set tori|superquadrics|chairs|chairs9 [--device D]
 
 Sets (procedural shapes from blender_tests/analytic.py; the animals from ../shared/meshes, or a
 folder given with --meshes):
@@ -12,7 +12,8 @@ folder given with --meshes):
 - cpu3: a torus, a superquadric and a chair of a few thousand triangles each (on two CPU cores,
   at most 3 minutes);
 - tori, superquadrics, chairs: four members of one family and a held-out fifth, reconstructed
-  from its mesh and from the points of its upper half (shape completion).
+  from its mesh and from the points of its upper half (shape completion); chairs9: nine chairs
+  (a 3 x 3 grid of leg and back heights) and a held-out tenth.
 
 Fidelity is the point-to-surface Chamfer-L1 relative to the diagonal (extraction at --resolution),
 with normal consistency and F-score; each endpoint is compared with a single-shape fit of the
@@ -57,6 +58,11 @@ FAMILIES = {
     "chairs": ([(f"chair legs={h} back={b}", lambda h=h, b=b: chair(leg_height=h, back_height=b))
                 for h, b in ((0.5, 0.6), (0.9, 0.6), (0.5, 1.3), (0.9, 1.3))],
                ("chair legs=0.7 back=0.95", lambda: chair(leg_height=0.7, back_height=0.95))),
+    # Two proportions need more than the four corners of their range: a 3 x 3 grid, and a held-out
+    # chair off the grid's values.
+    "chairs9": ([(f"chair legs={h} back={b}", lambda h=h, b=b: chair(leg_height=h, back_height=b))
+                 for h in (0.5, 0.7, 0.9) for b in (0.6, 0.95, 1.3)],
+                ("chair legs=0.62 back=1.1", lambda: chair(leg_height=0.62, back_height=1.1))),
 }
 
 
@@ -101,7 +107,7 @@ def main() -> int:
     parser.add_argument("--latent-dim", type=int, default=None)
     parser.add_argument("--code-regularization", type=float, default=None)
     parser.add_argument("--mix-weight", type=float, default=None,
-                        help="weight of mixed-code supervision (0: a plain auto-decoder; default 1)")
+                        help="weight of mixed-code supervision (0: a plain auto-decoder; default 0.25)")
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--no-reference", action="store_true", help="skip the single-shape fits")
     parser.add_argument("--reference-shapes", default="", help="single-shape fits for these indices only "

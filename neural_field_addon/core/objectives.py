@@ -2,7 +2,8 @@
 
 Signed distance (targets in field units, negative inside):
 - `clamped_l1_sdf`: DeepSDF's L1 between distances clamped to [-clamp, clamp], so capacity goes
-  to the band around the surface rather than to far-away values;
+  to the band around the surface rather than to far-away values (with a gradient kept where
+  the prediction is on the wrong side: `clamped_error`);
 - `mape_sdf`: Instant-NGP's relative L1, |f - d| / (|d| + eps), which weighs errors near the
   surface more the closer they are;
 - `eikonal`: IGR's (|grad f| - 1)^2, which keeps f a distance function (smooth, no spurious
@@ -19,14 +20,25 @@ MAPE_EPSILON = 0.01  # field units
 OCCUPANCY_SMOOTHING = 0.05
 
 
+def clamped_error(prediction: torch.Tensor, target: torch.Tensor, clamp: float) -> torch.Tensor:
+    """|clamp(f) - clamp(d)| per point wherever f is on the target's side, but without DeepSDF's
+    dead zone: clamping the prediction too gives no gradient where f is beyond the clamp on the
+    wrong side, and a network that once overshoots past it everywhere (seen: a shape space of
+    chairs on CUDA, its first steps) is stuck there for good. So points within the clamp of the
+    surface take the plain |f - d|, and far points a hinge that only asks f to be at least the
+    clamp out on their own side."""
+    far = target.abs() >= clamp
+    return torch.where(far, F.relu(clamp - torch.sign(target) * prediction), (prediction - target).abs())
+
+
 def clamped_l1_sdf(prediction: torch.Tensor, target: torch.Tensor, clamp: float) -> dict:
-    loss = (prediction.clamp(-clamp, clamp) - target.clamp(-clamp, clamp)).abs().mean()
+    loss = clamped_error(prediction, target, clamp).mean()
     return {"total": loss, "sdf_l1": loss}
 
 
 def mape_sdf(prediction: torch.Tensor, target: torch.Tensor, clamp: float) -> dict:
     # Clamped like the L1 loss, so far-away points do not dominate through their large errors.
-    error = (prediction.clamp(-clamp, clamp) - target.clamp(-clamp, clamp)).abs()
+    error = clamped_error(prediction, target, clamp)
     loss = (error / (target.abs().clamp(max=clamp) + MAPE_EPSILON)).mean()
     return {"total": loss, "sdf_mape": loss}
 

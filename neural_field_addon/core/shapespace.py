@@ -16,7 +16,8 @@ between two codes is then the distance-field morph: smooth and in one piece, whe
 alone, having seen only the endpoints, makes bumpy in-betweens with fragments. Measured on an
 H100 with three shapes: every blend in one piece and 20-70 times closer to the exact morph, the
 endpoints within 1.3x of a plain auto-decoder's; with ten shapes at the default weight the worst
-endpoint went from 2.1x to 2.4x a single fit (docs/BENCHMARKS.md).
+endpoint went from 2.1x to 2.4x a single fit, 2.25x with the weight annealed to 0 over the last
+steps (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from .devices import flush_denormals, resolve_device
 from .field import NeuralField
 from .geometry import FieldTransform, MeshQuery, TriangleMesh
 from .networks import ConditionedNetwork, FieldNetwork
-from .objectives import SDF_LOSSES, occupancy_bce
+from .objectives import SDF_LOSSES, clamped_error, occupancy_bce
 from .training import FieldFitter, _autocast_dtype, sample_pool
 
 DEFAULT_LATENT_DIM = 64
@@ -47,6 +48,11 @@ CODE_INIT_STD = 0.01
 MIX_FRACTION = 0.25
 MIX_WEIGHT = 0.25
 MIX_T_STEPS = 1 << 16
+# Over the last 30% of the steps the blends' weight falls linearly to 0: the decoder's last, fine
+# steps serve the shapes themselves, and the blends keep the form the earlier steps gave them.
+# Ten shapes on an H100: worst endpoint 2.25x a single fit instead of 2.42x, blends as close to
+# the exact morph as without it (docs/BENCHMARKS.md).
+MIX_ANNEAL_FRACTION = 0.3
 
 
 def interpolate_codes(a: torch.Tensor, b: torch.Tensor, t: float, spherical: bool = False) -> torch.Tensor:
@@ -169,6 +175,8 @@ class ShapeSpaceFitter(FieldFitter):
         self.code_regularization = float(code_regularization)
         self.mix_weight = float(mix_weight)
         self.mix_batch = int(round(self.train_config.batch * MIX_FRACTION)) if self.mix_weight > 0 else 0
+        self._mix_weight_now = None  # a device tensor: the captured CUDA-graph step reads it
+        self._mix_weight_last = None
         self._pool_cross = None
         self.names = list(names) if names is not None else [f"shape_{i}" for i in range(len(meshes))]
         self.transforms = [FieldTransform.fit_unit_box(mesh) for mesh in meshes]
@@ -214,6 +222,22 @@ class ShapeSpaceFitter(FieldFitter):
             self._pool_cross = self._cross_distances(queries)
         self.timings["groundtruth_seconds"] = time.perf_counter() - start
 
+    def mix_weight_at(self, step: int) -> float:
+        """The blends' weight at a step: mix_weight, then falling linearly to 0 over the last
+        MIX_ANNEAL_FRACTION of the configured steps."""
+        remaining = 1.0 - step / max(1, self.train_config.steps)
+        return self.mix_weight * min(1.0, max(0.0, remaining / MIX_ANNEAL_FRACTION))
+
+    def step(self) -> None:
+        if self.mix_batch:
+            weight = self.mix_weight_at(self.step_count)
+            if self._mix_weight_now is None:
+                self._mix_weight_now = torch.tensor(weight, device=self.device)
+            elif weight != self._mix_weight_last:
+                self._mix_weight_now.fill_(weight)
+            self._mix_weight_last = weight
+        super().step()
+
     def _cross_distances(self, queries) -> torch.Tensor:
         """(shapes, pool, shapes): the signed distance of shape k at pool point p of shape s, all
         in field space (every shape in its own unit box, the frame its code is trained in)."""
@@ -250,7 +274,8 @@ class ShapeSpaceFitter(FieldFitter):
         self._loss_sum += losses["total"].detach()
 
     def space_losses(self, index: torch.Tensor) -> dict:
-        """The shapes' own loss plus the code prior, and the blends' loss weighted by mix_weight.
+        """The shapes' own loss plus the code prior, and the blends' loss weighted by mix_weight
+        (annealed: mix_weight_at).
         Each row's code is a row of W @ codes (W: 1 - t at a, t at b): the same codes as indexing,
         but a matrix product's backward, where indexing's scattered accumulation into a few rows
         took most of a CUDA step (4.0 -> 1.5 ms measured on an H100)."""
@@ -269,7 +294,7 @@ class ShapeSpaceFitter(FieldFitter):
             m_a, m_b, m_source, m_point, m_t = a[batch:], b[batch:], source[batch:], point[batch:], t[batch:]
             target = (1.0 - m_t) * self._pool_cross[m_source, m_point, m_a] + m_t * self._pool_cross[m_source, m_point, m_b]
             losses["mix"] = self._fit_loss(prediction[batch:], target)["total"]
-            losses["total"] = losses["total"] + self.mix_weight * losses["mix"]
+            losses["total"] = losses["total"] + self._mix_weight_now * losses["mix"]
         return losses
 
     def _fit_loss(self, prediction: torch.Tensor, target_sdf: torch.Tensor) -> dict:
@@ -342,7 +367,7 @@ def infer_code(space: ShapeSpace, points: torch.Tensor, targets: torch.Tensor, s
             index = torch.randint(len(points), (min(INFERENCE_BATCH, len(points)),), device=space.device,
                                   generator=generator)
             prediction = space.network(points[index], code)
-            loss = (prediction.clamp(-clamp, clamp) - targets[index].clamp(-clamp, clamp)).abs().mean()
+            loss = clamped_error(prediction, targets[index], clamp).mean()
             loss = loss + CODE_REGULARIZATION * code.pow(2).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
