@@ -21,7 +21,7 @@ import time
 import bpy
 from bpy.props import StringProperty
 
-from .jobs import PACKAGE_DIR, WorkerError, _log_tail, _pump, _spawn, _stop
+from .jobs import PACKAGE_DIR, WorkerError, _log_tail, _pump, _spawn, _stop, redraw_areas
 
 ENVIRONMENT_MODULE = os.path.basename(PACKAGE_DIR) + ".core.environment"
 # What the worker needs (torch, scikit-image and NumPy) and what makes it fast on the CPU (Numba,
@@ -192,15 +192,8 @@ def start_probe(python: str, extra_paths) -> None:
 def _redraw_when_probed():
     if PROBE.running:
         return 0.5
-    _redraw_preferences()
+    redraw_areas("PREFERENCES")
     return None
-
-
-def _redraw_preferences() -> None:
-    for window in bpy.context.window_manager.windows:
-        for area in window.screen.areas:
-            if area.type == "PREFERENCES":
-                area.tag_redraw()
 
 
 def found_text() -> str:
@@ -300,7 +293,7 @@ class NEURAL_FIELD_OT_install_dependencies(bpy.types.Operator):
         context.workspace.status_text_set(
             f"Neural Field: installing dependencies - {INSTALL.stage} ({time.monotonic() - INSTALL.started:.0f} s, "
             "Esc to cancel)")
-        _redraw_preferences()
+        redraw_areas("PREFERENCES")
         if not done:
             return {"PASS_THROUGH"}
         self._end(context)
@@ -317,7 +310,7 @@ class NEURAL_FIELD_OT_install_dependencies(bpy.types.Operator):
             context.window_manager.event_timer_remove(self._timer)
             self._timer = None
         context.workspace.status_text_set(None)
-        _redraw_preferences()
+        redraw_areas("PREFERENCES")
 
 
 class NEURAL_FIELD_OT_check_dependencies(bpy.types.Operator):

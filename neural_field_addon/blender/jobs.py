@@ -88,6 +88,17 @@ def _pump(process, messages: queue.Queue, last) -> None:
     messages.put(last(process.returncode))
 
 
+def redraw_areas(area_type: str) -> None:
+    """Tag every area of a type (VIEW_3D, PREFERENCES) in every window for redraw: progress that
+    a timer or modal handler updates shows without waiting for the next mouse event."""
+    import bpy
+
+    for window in bpy.context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == area_type:
+                area.tag_redraw()
+
+
 def _log_tail(path: str, lines: int = 6) -> str:
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:

@@ -17,7 +17,7 @@ import time
 import bpy
 
 from . import mesh_bridge, storage
-from .jobs import PreviewSession, WorkerError
+from .jobs import PreviewSession, WorkerError, redraw_areas
 from .preferences import job_device, worker_paths, worker_python
 
 PREVIEW_SUFFIX = ".preview"
@@ -226,10 +226,8 @@ def _tick():
         LIVE.message = f"preview failed: {type(error).__name__}: {error}"
         stop()
         running = False
-    for window in bpy.context.window_manager.windows if running else ():
-        for area in window.screen.areas:
-            if area.type == "VIEW_3D":
-                area.tag_redraw()
+    if running:
+        redraw_areas("VIEW_3D")
     return POLL_SECONDS if running else None
 
 

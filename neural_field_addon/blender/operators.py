@@ -16,7 +16,7 @@ import bpy
 import numpy as np
 
 from . import mesh_bridge, properties, storage
-from .jobs import WorkerError, WorkerJob
+from .jobs import WorkerError, WorkerJob, redraw_areas
 from .preferences import job_device, job_options, worker_paths, worker_python
 
 FIELDS_COLLECTION = "Neural Fields"
@@ -196,7 +196,7 @@ class _WorkerOperator:
                 self._handle(STATE.job.poll())
                 if self._workspace is not None:
                     self._workspace.status_text_set(f"Neural Field: {STATE.status}  (Esc to cancel)")
-                _redraw_sidebars(context)
+                redraw_areas("VIEW_3D")
                 if STATE.job.done:
                     self._stop_modal(context)
                     return self._finish(context)
@@ -218,7 +218,7 @@ class _WorkerOperator:
         if self._workspace is not None:
             self._workspace.status_text_set(None)
             self._workspace = None
-        _redraw_sidebars(context)
+        redraw_areas("VIEW_3D")
 
 
 def _progress_text(message: dict, task_count: int) -> tuple[float, str]:
@@ -241,13 +241,6 @@ def _progress_text(message: dict, task_count: int) -> tuple[float, str]:
     if task_count > 1:
         label = f"[{task + 1}/{task_count}] {label}"
     return (task + fraction) / max(1, task_count), label
-
-
-def _redraw_sidebars(context):
-    for window in context.window_manager.windows:
-        for area in window.screen.areas:
-            if area.type == "VIEW_3D":
-                area.tag_redraw()
 
 
 def _fields_collection(scene) -> bpy.types.Collection:
