@@ -92,7 +92,8 @@ def request(obj) -> None:
     record = obj.neural_field
     try:
         weights = blend_weights(record)
-        LIVE.requested = LIVE.session.request(weights, slerp=record.spherical, resolution=bpy.context.scene.neural_field.preview_resolution,
+        LIVE.requested = LIVE.session.request(weights, slerp=record.spherical,
+                                              resolution=bpy.context.scene.neural_field.preview_resolution,
                                               level=record.level)
         LIVE.message = ""
     except (ValueError, WorkerError) as error:

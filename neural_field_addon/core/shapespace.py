@@ -175,8 +175,9 @@ class ShapeSpaceFitter(FieldFitter):
         self.code_regularization = float(code_regularization)
         self.mix_weight = float(mix_weight)
         self.mix_batch = int(round(self.train_config.batch * MIX_FRACTION)) if self.mix_weight > 0 else 0
-        self._mix_weight_now = None  # a device tensor: the captured CUDA-graph step reads it
-        self._mix_weight_last = None
+        # The blends' weight as a device tensor, which the captured CUDA-graph step reads.
+        self._mix_weight_now = torch.tensor(self.mix_weight, device=self.device)
+        self._mix_weight_last = self.mix_weight
         self._pool_cross = None
         self.names = list(names) if names is not None else [f"shape_{i}" for i in range(len(meshes))]
         self.transforms = [FieldTransform.fit_unit_box(mesh) for mesh in meshes]
@@ -229,12 +230,9 @@ class ShapeSpaceFitter(FieldFitter):
         return self.mix_weight * min(1.0, max(0.0, remaining / MIX_ANNEAL_FRACTION))
 
     def step(self) -> None:
-        if self.mix_batch:
-            weight = self.mix_weight_at(self.step_count)
-            if self._mix_weight_now is None:
-                self._mix_weight_now = torch.tensor(weight, device=self.device)
-            elif weight != self._mix_weight_last:
-                self._mix_weight_now.fill_(weight)
+        weight = self.mix_weight_at(self.step_count)
+        if self.mix_batch and weight != self._mix_weight_last:
+            self._mix_weight_now.fill_(weight)
             self._mix_weight_last = weight
         super().step()
 
@@ -292,7 +290,8 @@ class ShapeSpaceFitter(FieldFitter):
         losses["total"] = losses["total"] + self.code_regularization * losses["code"]
         if self.mix_batch:
             m_a, m_b, m_source, m_point, m_t = a[batch:], b[batch:], source[batch:], point[batch:], t[batch:]
-            target = (1.0 - m_t) * self._pool_cross[m_source, m_point, m_a] + m_t * self._pool_cross[m_source, m_point, m_b]
+            target = ((1.0 - m_t) * self._pool_cross[m_source, m_point, m_a]
+                      + m_t * self._pool_cross[m_source, m_point, m_b])
             losses["mix"] = self._fit_loss(prediction[batch:], target)["total"]
             losses["total"] = losses["total"] + self._mix_weight_now * losses["mix"]
         return losses
