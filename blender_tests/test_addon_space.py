@@ -212,3 +212,22 @@ def test_reconstruct_without_a_shape_space_is_refused(space_scene):
     with pytest.raises(RuntimeError, match="shape-space field object"):
         bpy.ops.neural_field.reconstruct()
     assert len(bpy.data.objects) == objects
+
+
+def test_smooth_blends_off_fits_a_plain_auto_decoder(space_scene):
+    from neural_field_addon.core.fieldfile import load_space
+
+    settings = bpy.context.scene.neural_field
+    _select([bpy.data.objects["Thin"], bpy.data.objects["Fat"]], bpy.data.objects["Thin"])
+    settings.smooth_blends, steps, settings.space_steps = False, settings.space_steps, 20
+    try:
+        assert bpy.ops.neural_field.fit_shape_space() == {"FINISHED"}
+    finally:
+        settings.smooth_blends, settings.space_steps = True, steps
+    plain = bpy.context.active_object
+    assert plain.neural_field.field_path != space_scene["objects"][0].neural_field.field_path
+
+    def mix_weight(obj):
+        return load_space(bpy.path.abspath(obj.neural_field.field_path)).report["mix_weight"]
+
+    assert (mix_weight(space_scene["objects"][0]), mix_weight(plain)) == (0.25, 0.0)

@@ -361,6 +361,13 @@ def test_fit_space_reports_its_shapes_as_json(space_run):
     assert report["report"]["shapes"] == 2 and report["report"]["latent_dim"] == 8
 
 
+def test_fit_space_trains_smooth_blends_unless_mix_weight_is_zero(space_run, tmp_path):
+    plain = run_cli("fit-space", space_run["folder"] / "thin.obj", space_run["folder"] / "fat.obj",
+                    "-o", tmp_path / "plain.nfield", *SPACE_OPTIONS, "--mix-weight", "0", "--json")
+    assert last_json_line(space_run["fit"])["report"]["mix_weight"] == 0.25
+    assert last_json_line(plain)["report"]["mix_weight"] == 0.0
+
+
 @pytest.mark.parametrize("choice", [["--shape", "1"], ["--blend", "0=0.5,1=0.5"], ["--blend", "0=0.3,1=0.7", "--slerp"]])
 def test_extract_from_a_space_writes_a_closed_mesh(space_run, choice):
     out = space_run["folder"] / "shape.obj"

@@ -302,7 +302,8 @@ class ShapeSpaceFitter(FieldFitter):
         return SDF_LOSSES[self.train_config.sdf_loss](prediction, target_sdf, self.train_config.clamp)
 
     def field(self) -> ShapeSpace:  # what run() returns
-        report = {**self.base_report(), "shapes": len(self.sources), "latent_dim": self.field_config.latent_dim}
+        report = {**self.base_report(), "shapes": len(self.sources), "latent_dim": self.field_config.latent_dim,
+                  "mix_weight": self.mix_weight}
         return ShapeSpace(
             config=self.field_config,
             network=self.network,
