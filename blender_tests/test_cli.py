@@ -341,6 +341,9 @@ def test_unknown_preset_is_a_usage_error(tmp_path):
 
 SPACE_OPTIONS = ["--steps", "150", "--pool-size", "16384", "--batch", "4096", "--width", "64", "--depth", "3",
                  "--latent-dim", "8", "--fourier-sigma", "0.75", "--device", "cpu"]
+# The module's space has latent grids (the CUDA default), so extraction, blends and
+# reconstruction below go through them; the mix-weight test's space has none.
+GRID_OPTIONS = ["--latent-grid", "8"]
 
 
 @pytest.fixture(scope="module")
@@ -351,7 +354,7 @@ def space_run(tmp_path_factory):
         paths.append(folder / f"{name}.obj")
         write_obj(paths[-1], *torus(1.0, minor))
     space_path = folder / "tori.nfield"
-    fit = run_cli("fit-space", *paths, "-o", space_path, *SPACE_OPTIONS, "--json")
+    fit = run_cli("fit-space", *paths, "-o", space_path, *SPACE_OPTIONS, *GRID_OPTIONS, "--json")
     return {"fit": fit, "space": space_path, "folder": folder}
 
 
@@ -359,6 +362,7 @@ def test_fit_space_reports_its_shapes_as_json(space_run):
     report = last_json_line(space_run["fit"])
     assert report["names"] == ["thin", "fat"]
     assert report["report"]["shapes"] == 2 and report["report"]["latent_dim"] == 8
+    assert report["report"]["latent_grid"] == 8
 
 
 def test_fit_space_trains_smooth_blends_unless_mix_weight_is_zero(space_run, tmp_path):
@@ -366,6 +370,7 @@ def test_fit_space_trains_smooth_blends_unless_mix_weight_is_zero(space_run, tmp
                     "-o", tmp_path / "plain.nfield", *SPACE_OPTIONS, "--mix-weight", "0", "--json")
     assert last_json_line(space_run["fit"])["report"]["mix_weight"] == 0.25
     assert last_json_line(plain)["report"]["mix_weight"] == 0.0
+    assert last_json_line(plain)["report"]["latent_grid"] == 0
 
 
 @pytest.mark.parametrize("choice", [["--shape", "1"], ["--blend", "0=0.5,1=0.5"], ["--blend", "0=0.3,1=0.7", "--slerp"]])

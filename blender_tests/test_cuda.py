@@ -164,9 +164,9 @@ def test_shape_space_fits_blends_and_reconstructs_on_cuda():
     from analytic import edge_face_counts
 
     meshes = [TriangleMesh(*torus(1.0, radius)) for radius in (0.2, 0.5)]
-    space = fit_shape_space(meshes, FieldConfig(width=128, depth=3, fourier_sigma=0.75, latent_dim=16),
+    space = fit_shape_space(meshes, FieldConfig(width=128, depth=3, fourier_sigma=0.75, latent_dim=16, latent_grid=16),
                             TrainConfig(steps=400, batch=8192, pool_size=1 << 15, device="cuda"))
-    assert space.codes.is_cuda
+    assert space.codes.is_cuda and space.grids.is_cuda
     for index, mesh in enumerate(meshes):
         figures = compare_meshes(mesh, extract_isosurface(space.shape(index), 64), samples=10_000)
         assert figures["chamfer_l1"] < 1e-3
@@ -190,7 +190,7 @@ def test_preview_worker_answers_blends_on_cuda(tmp_path):
     from analytic import edge_face_counts
 
     meshes = [TriangleMesh(*torus(1.0, radius)) for radius in (0.2, 0.5)]
-    space = fit_shape_space(meshes, FieldConfig(width=64, depth=3, fourier_sigma=0.75, latent_dim=8),
+    space = fit_shape_space(meshes, FieldConfig(width=64, depth=3, fourier_sigma=0.75, latent_dim=8, latent_grid=8),
                             TrainConfig(steps=200, batch=4096, pool_size=1 << 14, device="cuda"))
     save_space(tmp_path / "space.nfield", space)
     session = PreviewSession(str(tmp_path / "space.nfield"), device="cuda")

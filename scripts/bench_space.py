@@ -105,6 +105,7 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--depth", type=int, default=None)
     parser.add_argument("--latent-dim", type=int, default=None)
+    parser.add_argument("--latent-grid", type=int, default=None, help="cells a side of the latent grids (0: none)")
     parser.add_argument("--code-regularization", type=float, default=None)
     parser.add_argument("--mix-weight", type=float, default=None,
                         help="weight of mixed-code supervision (0: a plain auto-decoder; default 0.25)")
@@ -124,14 +125,15 @@ def main() -> int:
         train_config = replace(train_config, precision=args.precision)
     if args.batch:
         train_config = replace(train_config, batch=args.batch, pool_size=max(train_config.pool_size, args.batch))
-    for name in ("width", "depth", "latent_dim"):
-        if getattr(args, name):
+    for name in ("width", "depth", "latent_dim", "latent_grid"):
+        if getattr(args, name) is not None:
             field_config = replace(field_config, **{name: getattr(args, name)})
     shapes, held_out = build_set(args.set, args.meshes)
     names, meshes = [n for n, _ in shapes], [m for _, m in shapes]
     print(f"{describe_device(device)}: space of {len(meshes)} shapes ({', '.join(names)}), "
           f"triangles {min(len(m.faces) for m in meshes)}-{max(len(m.faces) for m in meshes)}")
-    print(f"decoder {field_config.depth}x{field_config.width}, codes {field_config.latent_dim}, "
+    print(f"decoder {field_config.depth}x{field_config.width}, codes {field_config.latent_dim}, latent grids "
+          f"{field_config.latent_grid}^3 x {field_config.latent_grid_features if field_config.latent_grid else 0}, "
           f"{train_config.steps} steps of {train_config.batch}")
 
     bar = ProgressBar()
@@ -149,7 +151,7 @@ def main() -> int:
     print(f"space fit: {fit_seconds:.1f} s (ground truth {space.report.get('groundtruth_seconds', 0):.1f} s, "
           f"training {space.report['train_seconds']:.1f} s)")
 
-    single_config = replace(field_config, latent_dim=0)
+    single_config = replace(field_config, latent_dim=0, latent_grid=0)
     single_train = replace(train_config, precision="fp32")
     worst = 0.0
     print("| shape | space Chamfer | NC | F | single fit Chamfer | ratio |")

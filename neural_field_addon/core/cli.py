@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     space.add_argument("-o", "--output", required=True, help="shape space file to write (.nfield)")
     _add_fit_options(space)
     space.add_argument("--latent-dim", type=int, default=None, help="length of each shape's latent code")
+    space.add_argument("--latent-grid", type=int, default=None,
+                       help="cells a side of each shape's latent grid, local codes read at the point beside the "
+                       "shape's code (default 48 on CUDA, 0 on the CPU; 0: none)")
     space.add_argument("--mix-weight", type=float, default=None,
                        help="weight of mixed-code supervision, which makes blends follow the distance-field morph "
                        "of the two shapes (default 0.25; 0: a plain auto-decoder)")
@@ -202,10 +205,11 @@ def cmd_fit_space(args) -> dict:
         field_config, train_config = configs_from_args(args, base=space_configs(resolve_device(args.device)))
     else:
         field_config, train_config = configs_from_args(args)
-    if args.latent_dim is not None:
+    overrides = {name: getattr(args, name) for name in ("latent_dim", "latent_grid") if getattr(args, name) is not None}
+    if overrides:
         from .config import with_overrides
 
-        field_config = with_overrides(field_config, {"latent_dim": args.latent_dim})
+        field_config = with_overrides(field_config, overrides)
     meshes = [load_mesh(path) for path in args.meshes]
     names = [os.path.splitext(os.path.basename(path))[0] for path in args.meshes]
     _say(f"fitting a space of {len(meshes)} shapes: {', '.join(names)}")

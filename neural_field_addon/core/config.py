@@ -42,6 +42,11 @@ class FieldConfig:
     # Length of the latent code a shape-space decoder takes beside the encoded point (DeepSDF's
     # auto-decoder); 0 for a single-shape field.
     latent_dim: int = 0
+    # A shape-space decoder's latent grids (local codes, as in Deep Local Shapes): each shape also
+    # has a grid of latent_grid cells a side holding latent_grid_features numbers per cell, read
+    # trilinearly at the point and fed beside the code; 0 for none.
+    latent_grid: int = 0
+    latent_grid_features: int = 8
 
     def validate(self) -> "FieldConfig":
         _check_choice("kind", self.kind, FIELD_KINDS)
@@ -65,6 +70,10 @@ class FieldConfig:
             )
         if self.latent_dim < 0:
             raise ValueError(f"latent_dim must be at least 0, got {self.latent_dim}")
+        if self.latent_grid and (self.latent_grid < 2 or self.latent_dim == 0 or self.latent_grid_features < 1):
+            raise ValueError(f"latent_grid must be 0 or at least 2 with latent_dim > 0 and latent_grid_features >= 1; "
+                             f"got latent_grid {self.latent_grid}, latent_dim {self.latent_dim}, "
+                             f"latent_grid_features {self.latent_grid_features}")
         if not 0 <= self.skip_layer <= self.depth:
             raise ValueError(f"skip_layer must lie in 0..depth ({self.depth}), got {self.skip_layer}")
         return self

@@ -4,7 +4,9 @@ Layout: a NumPy `.npz` archive (a zip) holding
 - `__header__`: UTF-8 JSON as a uint8 array: format name and version, field config, the
   object-to-field transform, the box, and the training report;
 - `param/<name>`: one array per network parameter or buffer (float32).
-- `space/codes`: for a shape space, its latent codes (shapes, latent_dim).
+- `space/codes`: for a shape space, its latent codes (shapes, latent_dim);
+- `space/grids`: for a shape space with latent grids, the grids (shapes, R, R, R, C), spanning
+  the header's `grid_low` to `grid_high`.
 Version 2 added field kinds, SIREN and hash-grid encodings and renamed the hidden layers;
 version 1 files still load (their layer names are mapped). Version 3 is a shape space (header
 `content: "shape-space"` with the shapes' names and transforms); single fields stay version 2,
@@ -65,7 +67,12 @@ def save_space(path: str | os.PathLike, space) -> None:
         "box_high": [float(v) for v in space.box_high],
         "report": space.report,
     }
-    _write(path, header, space.network, {"space/codes": space.codes.detach().float().cpu().numpy()})
+    arrays = {"space/codes": space.codes.detach().float().cpu().numpy()}
+    if space.grids is not None:
+        header["grid_low"] = [float(v) for v in space.grid_low]
+        header["grid_high"] = [float(v) for v in space.grid_high]
+        arrays["space/grids"] = space.grids.detach().float().cpu().numpy()
+    _write(path, header, space.network, arrays)
 
 
 def is_space(path: str | os.PathLike) -> bool:
@@ -136,10 +143,21 @@ def load_space(path: str | os.PathLike, device: str = "cpu"):
                                  f"latent_dim {config.latent_dim}")
             box_low = np.asarray(header["box_low"], dtype=np.float64)
             box_high = np.asarray(header["box_high"], dtype=np.float64)
+            grids = grid_low = grid_high = None
+            if config.latent_grid:
+                grids = torch.from_numpy(np.array(data["space/grids"])).float()
+                side, features = config.latent_grid, config.latent_grid_features
+                if grids.shape != (len(names), side, side, side, features):
+                    raise ValueError(f"grids {tuple(grids.shape)} do not match {len(names)} shapes of "
+                                     f"{side}^3 x {features}")
+                grid_low = np.asarray(header["grid_low"], dtype=np.float64)
+                grid_high = np.asarray(header["grid_high"], dtype=np.float64)
+                grids = grids.to(device)
         except (KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as error:
             raise FieldFileError(f"shape space file {path} is corrupt: {error}") from error
     return ShapeSpace(config=config, network=network.to(device), codes=codes.to(device), names=names,
-                      transforms=transforms, box_low=box_low, box_high=box_high, report=header.get("report", {}))
+                      transforms=transforms, box_low=box_low, box_high=box_high, report=header.get("report", {}),
+                      grids=grids, grid_low=grid_low, grid_high=grid_high)
 
 
 def _network(header: dict, data):

@@ -63,7 +63,7 @@ class FieldNetwork(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.init_seed)
             self.encoding = build_encoding(config)
-            encoded = self.encoding.out_dim + config.latent_dim
+            encoded = self.encoding.out_dim + conditioning_width(config)
             self.hidden = nn.ModuleList()
             in_dim = encoded
             # Hidden layers after a hash grid have no biases, as in tiny-cuda-nn: the grid's
@@ -87,7 +87,8 @@ class FieldNetwork(nn.Module):
 
     def forward(self, points: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
         """The head's raw output (q,) at field-space points (q, 3): distance or logit. A decoder
-        (latent_dim > 0) takes the latent code, one (latent_dim,) for all points or one per point."""
+        (latent_dim > 0) takes the latent code, one for all points or one per point; with latent
+        grids, each point's code is followed by its grid features (conditioning_width in all)."""
         encoded = self.encoding(points)
         if self.config.latent_dim:
             if code is None:
@@ -107,6 +108,30 @@ class FieldNetwork(nn.Module):
         return -out if self.config.kind == "occupancy" else out
 
 
+def conditioning_width(config: FieldConfig) -> int:
+    """What a decoder takes beside the encoded point: the code, and the latent grid's features."""
+    return config.latent_dim + (config.latent_grid_features if config.latent_grid else 0)
+
+
+def sample_latent_grids(grids: torch.Tensor, shape: torch.Tensor, points: torch.Tensor, low: torch.Tensor,
+                        high: torch.Tensor) -> torch.Tensor:
+    """Features (q, C) of grids (shapes, R, R, R, C) spanning the box [low, high], read
+    trilinearly at points (q, 3) of shape[q]; points outside read the nearest face. One
+    grid_sample over the grids stacked along x with a one-cell gap between shapes, so a sample
+    never blends two shapes' cells."""
+    shapes, resolution, channels = grids.shape[0], grids.shape[1], grids.shape[-1]
+    volume = nn.functional.pad(grids, (0, 0, 0, 0, 0, 0, 0, 1))  # (shapes, R + 1, R, R, C)
+    volume = volume.reshape(shapes * (resolution + 1), resolution, resolution, channels).permute(3, 0, 1, 2)[None]
+    cell = ((points - low) / (high - low)).clamp(0.0, 1.0) * (resolution - 1)
+    depth = shapes * (resolution + 1) - 1
+    x = (cell[:, 0] + shape.to(cell.dtype) * (resolution + 1)) / depth
+    # grid_sample's coordinates are (x, y, z) = (W, H, D): z is the fastest axis of the volume.
+    coordinates = torch.stack([cell[:, 2] / (resolution - 1), cell[:, 1] / (resolution - 1), x], dim=-1) * 2 - 1
+    features = nn.functional.grid_sample(volume, coordinates.view(1, -1, 1, 1, 3).to(volume.dtype), mode="bilinear",
+                                         padding_mode="border", align_corners=True)
+    return features.view(channels, -1).t()
+
+
 def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -117,21 +142,33 @@ class ConditionedNetwork(nn.Module):
     The code enters a layer as extra input columns, and a fixed code makes those columns a
     constant: W [e, c] + b = W_e e + (W_c c + b). Folding it drops latent_dim columns from the
     first and the skip layer, and the per-point concatenation of the code, which is what a
-    blend's extraction and the live preview evaluate millions of times.
+    blend's extraction and the live preview evaluate millions of times. A latent grid (R, R, R, C)
+    over [grid_low, grid_high] stays an input: its features differ from point to point.
     """
 
-    def __init__(self, decoder: FieldNetwork, code: torch.Tensor):
+    def __init__(self, decoder: FieldNetwork, code: torch.Tensor, grid: torch.Tensor | None = None,
+                 grid_low=None, grid_high=None):
         super().__init__()
         config = decoder.config
         self.config = config
         self.encoding = decoder.encoding
         self.activation = decoder.activation
         self.head = decoder.head
-        code = code.detach().reshape(-1).to(next(decoder.parameters()))
+        reference = next(decoder.parameters())
+        code = code.detach().reshape(-1).to(reference)
         if len(code) != config.latent_dim:
             raise ValueError(f"the decoder takes codes of {config.latent_dim}; got {len(code)}")
+        if (grid is not None) != bool(config.latent_grid):
+            raise ValueError("a decoder with latent grids needs its shape's grid, and one without takes none")
         self.register_buffer("code", code.clone())
-        encoded_is_code = [False] * self.encoding.out_dim + [True] * config.latent_dim
+        grid_features = config.latent_grid_features if config.latent_grid else 0
+        if grid is not None:
+            self.register_buffer("grid", grid.detach().to(reference)[None].clone())
+            self.register_buffer("grid_low", torch.as_tensor(grid_low, dtype=reference.dtype, device=reference.device))
+            self.register_buffer("grid_high", torch.as_tensor(grid_high, dtype=reference.dtype, device=reference.device))
+        else:
+            self.grid = None
+        encoded_is_code = [False] * self.encoding.out_dim + [True] * config.latent_dim + [False] * grid_features
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         with torch.no_grad():
@@ -147,6 +184,10 @@ class ConditionedNetwork(nn.Module):
 
     def field_value(self, points: torch.Tensor) -> torch.Tensor:
         encoded = self.encoding(points)
+        if self.grid is not None:
+            shape = torch.zeros(len(points), dtype=torch.long, device=points.device)
+            features = sample_latent_grids(self.grid, shape, points, self.grid_low, self.grid_high)
+            encoded = torch.cat([encoded, features.to(encoded.dtype)], dim=-1)
         x = encoded
         for index, (weight, bias) in enumerate(zip(self.weights, self.biases), start=1):
             if index == self.config.skip_layer:

@@ -34,7 +34,7 @@ from .config import FieldConfig, TrainConfig, check_compatible
 from .devices import flush_denormals, resolve_device
 from .field import NeuralField
 from .geometry import FieldTransform, MeshQuery, TriangleMesh
-from .networks import ConditionedNetwork, FieldNetwork
+from .networks import ConditionedNetwork, FieldNetwork, sample_latent_grids
 from .objectives import SDF_LOSSES, clamped_error, occupancy_bce
 from .training import FieldFitter, _autocast_dtype, sample_pool
 
@@ -53,6 +53,13 @@ MIX_T_STEPS = 1 << 16
 # Ten shapes on an H100: worst endpoint 2.25x a single fit instead of 2.42x, blends as close to
 # the exact morph as without it (docs/BENCHMARKS.md).
 MIX_ANNEAL_FRACTION = 0.3
+# Latent grids (FieldConfig.latent_grid): their cells move LATENT_GRID_LR_SCALE times the decoder's
+# learning rate (a cell sees few samples), and LATENT_GRID_SMOOTHNESS weighs the mean squared
+# difference between neighbouring cells, without which sparsely sampled cells grew spikes that
+# became floating fragments in blends. Ten shapes on an H100, 48^3 x 8: worst endpoint 1.77-1.78x
+# a single fit (2.23-2.30x without grids), every endpoint and blend in one piece (BENCHMARKS.md).
+LATENT_GRID_LR_SCALE = 10.0
+LATENT_GRID_SMOOTHNESS = 0.1
 
 
 def interpolate_codes(a: torch.Tensor, b: torch.Tensor, t: float, spherical: bool = False) -> torch.Tensor:
@@ -84,6 +91,10 @@ class ShapeSpace:
     box_low: np.ndarray
     box_high: np.ndarray
     report: dict = dataclass_field(default_factory=dict)
+    # With FieldConfig.latent_grid: each shape's grid (shapes, R, R, R, C) over [grid_low, grid_high].
+    grids: torch.Tensor | None = None
+    grid_low: np.ndarray | None = None
+    grid_high: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -92,10 +103,14 @@ class ShapeSpace:
     def device(self) -> torch.device:
         return self.codes.device
 
-    def field_for_code(self, code: torch.Tensor, transform: FieldTransform) -> NeuralField:
+    def field_for_code(self, code: torch.Tensor, transform: FieldTransform,
+                       grid: torch.Tensor | None = None) -> NeuralField:
+        """The field of a code (and, with latent grids, a grid: the space's mean if none is given)."""
+        if self.grids is not None and grid is None:
+            grid = self.grids.mean(dim=0)
         return NeuralField(
-            config=replace(self.config, latent_dim=0),
-            network=ConditionedNetwork(self.network, code.to(self.device)),
+            config=replace(self.config, latent_dim=0, latent_grid=0),
+            network=ConditionedNetwork(self.network, code.to(self.device), grid, self.grid_low, self.grid_high),
             transform=transform,
             box_low=self.box_low,
             box_high=self.box_high,
@@ -105,7 +120,7 @@ class ShapeSpace:
     def shape(self, index: int) -> NeuralField:
         """The field of shape `index`, in its source's coordinates."""
         self._check_index(index)
-        return self.field_for_code(self.codes[index], self.transforms[index])
+        return self.field_for_code(self.codes[index], self.transforms[index], self._grid(index))
 
     def blend(self, weights: dict, spherical: bool = False) -> NeuralField:
         """The field of a weighted blend {shape index: weight} (weights summing to 1): the
@@ -127,15 +142,27 @@ class ShapeSpace:
             code = interpolate_codes(self.codes[a], self.codes[b], weights[b], spherical=True)
         else:
             code = sum(weights[i] * self.codes[i] for i in indices)
-        return self.field_for_code(code, self._blend_transform(weights))
+        grid = None
+        if self.grids is not None:  # grids mix linearly, with the blend's weights
+            grid = sum(weights[i] * self.grids[i] for i in indices)
+        return self.field_for_code(code, self._blend_transform(weights), grid)
 
-    def with_shape(self, code: torch.Tensor, transform: FieldTransform, name: str) -> "ShapeSpace":
-        """A new space with one more shape (a reconstruction), sharing this one's decoder."""
+    def with_shape(self, code: torch.Tensor, transform: FieldTransform, name: str,
+                   grid: torch.Tensor | None = None) -> "ShapeSpace":
+        """A new space with one more shape (a reconstruction), sharing this one's decoder; with
+        latent grids, its grid (the space's mean grid if none is given)."""
         code = code.detach().reshape(1, -1).to(self.codes)
         if code.shape[1] != self.codes.shape[1]:
             raise ValueError(f"the space's codes have {self.codes.shape[1]} dimensions; got {code.shape[1]}")
+        grids = self.grids
+        if grids is not None:
+            grid = self.grids.mean(dim=0) if grid is None else grid.detach().to(grids)
+            grids = torch.cat([grids, grid.reshape(1, *grids.shape[1:])])
         return replace(self, codes=torch.cat([self.codes, code]), names=[*self.names, name],
-                       transforms=[*self.transforms, transform], report=dict(self.report))
+                       transforms=[*self.transforms, transform], report=dict(self.report), grids=grids)
+
+    def _grid(self, index: int) -> torch.Tensor | None:
+        return None if self.grids is None else self.grids[index]
 
     def mean_transform(self) -> FieldTransform:
         """The frame of an average shape: centres averaged, scales geometrically."""
@@ -160,9 +187,10 @@ class ShapeSpaceFitter(FieldFitter):
         if len(meshes) < 2:
             raise ValueError(f"a shape space needs at least two meshes; {len(meshes)} given")
         device = resolve_device((train_config or TrainConfig()).device)
-        field_config = (field_config or space_configs(device)[0]).validate()
+        field_config = field_config or space_configs(device)[0]
         if field_config.latent_dim == 0:
             field_config = replace(field_config, latent_dim=DEFAULT_LATENT_DIM)
+        field_config = field_config.validate()
         if field_config.encoding == "hashgrid":
             raise ValueError("a shape-space decoder conditions an MLP on codes; use the fourier, positional "
                              "or siren encoding (a hash grid stores one shape in its table)")
@@ -199,9 +227,20 @@ class ShapeSpaceFitter(FieldFitter):
         self._graph_pending = self.device == "cuda"
         self._graph = None
         groups = [{"params": list(self.network.parameters())}, {"params": [self.codes]}]
-        if self._graph_pending:  # the captured optimizer reads its learning rates from device tensors
-            for group in groups:
-                group["lr"] = torch.tensor(self.train_config.lr, device=self.device)
+        self.grids = None
+        if self.field_config.latent_grid:
+            resolution, features = self.field_config.latent_grid, self.field_config.latent_grid_features
+            # Zero: every shape starts as its code alone. The grids span the sample box.
+            self.grids = nn.Parameter(torch.zeros(len(meshes), resolution, resolution, resolution, features,
+                                                  device=self.device))
+            self._grid_low = torch.tensor(self.sample_low, dtype=torch.float32, device=self.device)
+            self._grid_high = torch.tensor(self.sample_high, dtype=torch.float32, device=self.device)
+            groups.append({"params": [self.grids], "lr_scale": LATENT_GRID_LR_SCALE})
+        for group in groups:
+            group["lr"] = self.train_config.lr * group.get("lr_scale", 1.0)
+            if self._graph_pending:  # the captured optimizer reads its learning rates from device tensors
+                group["lr"] = torch.tensor(group["lr"], device=self.device)
+        if self._graph_pending:
             self.optimizer = torch.optim.Adam(groups, lr=torch.tensor(self.train_config.lr, device=self.device),
                                               fused=True, capturable=True)
         else:
@@ -268,6 +307,8 @@ class ShapeSpaceFitter(FieldFitter):
         losses = self.space_losses(index)
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
+        if self.grids is not None:
+            add_smoothness_gradient(self.grids.grad, self.grids.detach(), LATENT_GRID_SMOOTHNESS)
         self.optimizer.step()
         self._loss_sum += losses["total"].detach()
 
@@ -282,11 +323,17 @@ class ShapeSpaceFitter(FieldFitter):
         weights = torch.zeros(len(index), len(self.codes), device=self.device)
         weights.scatter_add_(1, a[:, None], (1.0 - t)[:, None]).scatter_add_(1, b[:, None], t[:, None])
         codes = weights @ self.codes
+        points = self._pool_points[source, point]
+        if self.grids is not None:  # each row's grid features: (1 - t) at a's grid plus t at b's
+            both = sample_latent_grids(self.grids, torch.cat([a, b]), torch.cat([points, points]), self._grid_low,
+                                       self._grid_high)
+            at_a, at_b = both[: len(index)], both[len(index):]
+            codes = torch.cat([codes, (1.0 - t)[:, None] * at_a + t[:, None] * at_b], dim=1)
         with torch.autocast(self.device, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
-            prediction = self.network(self._pool_points[source, point], codes).float()
+            prediction = self.network(points, codes).float()
         batch = self.train_config.batch
         losses = self._fit_loss(prediction[:batch], self._pool_sdf[source[:batch], point[:batch]])
-        losses["code"] = codes[:batch].pow(2).sum(dim=1).mean()
+        losses["code"] = codes[:batch, : self.field_config.latent_dim].pow(2).sum(dim=1).mean()
         losses["total"] = losses["total"] + self.code_regularization * losses["code"]
         if self.mix_batch:
             m_a, m_b, m_source, m_point, m_t = a[batch:], b[batch:], source[batch:], point[batch:], t[batch:]
@@ -303,7 +350,7 @@ class ShapeSpaceFitter(FieldFitter):
 
     def field(self) -> ShapeSpace:  # what run() returns
         report = {**self.base_report(), "shapes": len(self.sources), "latent_dim": self.field_config.latent_dim,
-                  "mix_weight": self.mix_weight}
+                  "latent_grid": self.field_config.latent_grid, "mix_weight": self.mix_weight}
         return ShapeSpace(
             config=self.field_config,
             network=self.network,
@@ -313,19 +360,41 @@ class ShapeSpaceFitter(FieldFitter):
             box_low=self.box_low,
             box_high=self.box_high,
             report=report,
+            grids=None if self.grids is None else self.grids.detach().clone(),
+            grid_low=None if self.grids is None else np.array(self.sample_low, dtype=np.float64),
+            grid_high=None if self.grids is None else np.array(self.sample_high, dtype=np.float64),
         )
+
+
+def add_smoothness_gradient(gradient: torch.Tensor, grids: torch.Tensor, weight: float) -> None:
+    """Adds to `gradient` weight x the gradient of the grids' smoothness penalty: over the three
+    spatial axes of grids (shapes, R, R, R, C), the mean squared difference between neighbouring
+    cells. Written out rather than through autograd: it is a few slices and adds per step."""
+    for axis in (1, 2, 3):
+        length = grids.size(axis)
+        difference = grids.narrow(axis, 1, length - 1) - grids.narrow(axis, 0, length - 1)
+        scale = 2.0 * weight / difference.numel()
+        gradient.narrow(axis, 1, length - 1).add_(difference, alpha=scale)
+        gradient.narrow(axis, 0, length - 1).sub_(difference, alpha=scale)
+
+
+def grid_smoothness(grids: torch.Tensor) -> torch.Tensor:
+    """The penalty add_smoothness_gradient differentiates (for tests and reports)."""
+    return sum((grids.narrow(axis, 1, grids.size(axis) - 1) - grids.narrow(axis, 0, grids.size(axis) - 1))
+               .pow(2).mean() for axis in (1, 2, 3))
 
 
 def space_configs(device: str = "cuda") -> tuple[FieldConfig, TrainConfig]:
     """The default shape-space configuration for a device: a DeepSDF-like decoder (softplus, skip
-    into layer 2) on Fourier features of the point. On a GPU 4 x 256 with codes of 64 and 14,000
-    steps (40 s for ten shapes on an H100; fewer steps left the boxiest shapes short of twice a
-    single fit's Chamfer); on the CPU 3 x 128 with codes of 32 and half the batch, a quarter of
-    the work per step, so a space of a few shapes fits in a minute or two on two cores."""
+    into layer 2) on Fourier features of the point. On a GPU 4 x 256 with codes of 64, latent
+    grids of 48^3 x 8 and 14,000 steps (ten shapes on an H100 in under a minute; without grids
+    the boxiest shapes stayed 2.2-2.3x a single fit's Chamfer); on the CPU 3 x 128 with codes of
+    32, no grids and half the batch, a quarter of the work per step, so a space of a few shapes
+    fits in a minute or two on two cores."""
     if str(device).startswith("cuda"):
         return (
             FieldConfig(encoding="fourier", fourier_features=96, fourier_sigma=1.0, width=256, depth=4, skip_layer=2,
-                        latent_dim=DEFAULT_LATENT_DIM),
+                        latent_dim=DEFAULT_LATENT_DIM, latent_grid=48),
             TrainConfig(steps=14000, batch=16384, lr=1e-3, pool_size=1 << 18, device="cuda"),
         )
     return (
@@ -351,13 +420,23 @@ INFERENCE_BATCH = 8192
 
 
 def infer_code(space: ShapeSpace, points: torch.Tensor, targets: torch.Tensor, steps: int = INFERENCE_STEPS,
-               lr: float = 1e-2, clamp: float = 0.1, seed: int = 0, on_progress=None) -> torch.Tensor:
+               lr: float = 1e-2, clamp: float = 0.1, seed: int = 0, on_progress=None, fit_grid: bool = False):
     """With the decoder frozen, the code whose field best matches `targets` (signed distances in
     field units) at field-space `points`: clamped L1 plus the codes' prior, from the mean code
-    (DeepSDF's inference, started where the training codes are)."""
+    (DeepSDF's inference, started where the training codes are). Returns (code, grid): with
+    latent grids the shape's grid, the space's mean grid, or with `fit_grid` (data all around the
+    shape) that grid refined too over the second half of the steps, smoothed as in training;
+    without, None."""
     generator = torch.Generator(device=space.device).manual_seed(seed)
     code = space.codes.mean(dim=0).clone().requires_grad_(True)
     optimizer = torch.optim.Adam([code], lr=lr)
+    grid = None
+    if space.grids is not None:
+        grid = space.grids.mean(dim=0, keepdim=True).clone().requires_grad_(fit_grid)
+        low = torch.as_tensor(space.grid_low, dtype=torch.float32, device=space.device)
+        high = torch.as_tensor(space.grid_high, dtype=torch.float32, device=space.device)
+        if fit_grid:
+            optimizer.add_param_group({"params": [grid], "lr": lr})
     trainable = [p.requires_grad for p in space.network.parameters()]
     space.network.eval()
     for parameter in space.network.parameters():
@@ -366,18 +445,27 @@ def infer_code(space: ShapeSpace, points: torch.Tensor, targets: torch.Tensor, s
         for step in range(steps):
             index = torch.randint(len(points), (min(INFERENCE_BATCH, len(points)),), device=space.device,
                                   generator=generator)
-            prediction = space.network(points[index], code)
+            conditioning = code.expand(len(index), -1)
+            if grid is not None:
+                features = sample_latent_grids(grid, torch.zeros_like(index), points[index], low, high)
+                conditioning = torch.cat([conditioning, features], dim=1)
+            prediction = space.network(points[index], conditioning)
             loss = clamped_error(prediction, targets[index], clamp).mean()
             loss = loss + CODE_REGULARIZATION * code.pow(2).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if fit_grid and grid is not None:
+                if step < steps // 2:  # the code first: the grid refines a shape the code has placed
+                    grid.grad = None
+                else:
+                    add_smoothness_gradient(grid.grad, grid.detach(), LATENT_GRID_SMOOTHNESS)
             optimizer.step()
             if on_progress and ((step + 1) % 25 == 0 or step + 1 == steps):
                 on_progress({"phase": "reconstruct", "step": step + 1, "steps": steps, "loss": float(loss)})
     finally:
         for parameter, flag in zip(space.network.parameters(), trainable):
             parameter.requires_grad_(flag)
-    return code.detach()
+    return code.detach(), None if grid is None else grid.detach()[0]
 
 
 def reconstruct(space: ShapeSpace, mesh: TriangleMesh | None = None, points: np.ndarray | None = None,
@@ -385,7 +473,9 @@ def reconstruct(space: ShapeSpace, mesh: TriangleMesh | None = None, points: np.
     """A field of the space fitted to new data: a mesh (its exact signed distances around it, in
     its own normalised frame) or a point cloud of surface points, possibly partial (the field is
     zero there; the frame is the space's mean, as a partial cloud's own bounds would misplace the
-    shape). The code is found with the decoder frozen (infer_code)."""
+    shape). The code is found with the decoder frozen (infer_code); with latent grids, a mesh's
+    grid is refined too, and a point cloud's is the space's mean (a partial cloud says nothing
+    about the cells it does not reach)."""
     if (mesh is None) == (points is None):
         raise ValueError("reconstruct takes a mesh or a point cloud (one of them)")
     device = str(space.device)
@@ -403,8 +493,9 @@ def reconstruct(space: ShapeSpace, mesh: TriangleMesh | None = None, points: np.
         transform = space.mean_transform()
         sample_points = torch.as_tensor(transform.to_field(points), dtype=torch.float32, device=device)
         targets = torch.zeros(len(sample_points), device=device)
-    code = infer_code(space, sample_points, targets, steps=steps, seed=seed, on_progress=on_progress)
-    field = space.field_for_code(code, transform)
+    code, grid = infer_code(space, sample_points, targets, steps=steps, seed=seed, on_progress=on_progress,
+                            fit_grid=mesh is not None)
+    field = space.field_for_code(code, transform, grid)
     field.report.update({"reconstructed_from": "mesh" if mesh is not None else "points", "inference_steps": steps})
     return field
 

@@ -140,10 +140,11 @@ class FieldFitter:
 
     def _set_learning_rate(self, value: float) -> None:
         for group in self.optimizer.param_groups:
+            scaled = value * group.get("lr_scale", 1.0)  # a group may move at a multiple of the schedule
             if isinstance(group["lr"], torch.Tensor):
-                group["lr"].fill_(value)  # read by the captured optimizer step
+                group["lr"].fill_(scaled)  # read by the captured optimizer step
             else:
-                group["lr"] = value
+                group["lr"] = scaled
 
     def losses(self, points: torch.Tensor, target_sdf: torch.Tensor) -> dict:
         """Named loss terms of a batch; 'total' is minimised."""

@@ -193,7 +193,8 @@ def run_reconstruct(task: dict, base: str, channel: _Channel, index: int) -> dic
 
     field = reconstruct(space, **{kind: data}, steps=int(task.get("steps", INFERENCE_STEPS)),
                         seed=int(task.get("seed", 0)), on_progress=on_progress)
-    extended = space.with_shape(field.network.code, field.transform, task.get("name", "reconstruction"))
+    extended = space.with_shape(field.network.code, field.transform, task.get("name", "reconstruction"),
+                                grid=field.network.grid)
     space_path = _resolve(base, task["out_space_path"])
     save_space(space_path, extended)
     mesh_out = _resolve(base, task["mesh_out"])
