@@ -389,6 +389,14 @@ def test_extract_from_a_space_without_a_choice_says_how_to_choose(space_run):
     assert "--shape I or --blend" in result.stderr
 
 
+def test_fit_space_with_a_latent_grid_of_one_cell_is_refused(space_run, tmp_path):
+    result = run_cli("fit-space", space_run["folder"] / "thin.obj", space_run["folder"] / "fat.obj",
+                     "-o", tmp_path / "g.nfield", *SPACE_OPTIONS, "--latent-grid", "1", check=False)
+    assert result.returncode == 1
+    assert "latent_grid must be 0 (none) or lie in 2..128" in result.stderr
+    assert not (tmp_path / "g.nfield").exists()
+
+
 def test_fit_space_with_one_mesh_is_refused(space_run, tmp_path):
     result = run_cli("fit-space", space_run["folder"] / "thin.obj", "-o", tmp_path / "one.nfield", check=False)
     assert result.returncode == 1

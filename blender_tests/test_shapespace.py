@@ -11,7 +11,7 @@ from analytic import edge_face_counts, signed_volume, torus
 
 from neural_field_addon.core.config import FieldConfig, TrainConfig
 from neural_field_addon.core.extraction import extract_isosurface
-from neural_field_addon.core.fieldfile import FieldFileError, load_field, load_space, save_space
+from neural_field_addon.core.fieldfile import FieldFileError, load_field, load_space, read_header, save_space
 from neural_field_addon.core.geometry import MeshQuery, TriangleMesh
 from neural_field_addon.core.metalearning import fit_from_initialization, meta_learn_initialization
 from neural_field_addon.core.metrics import compare_meshes
@@ -169,6 +169,15 @@ def test_latent_grids_survive_save_and_load(grid_space, tmp_path):
     for weights in ({1: 1.0}, {0: 0.3, 2: 0.7}):
         expected = grid_space.blend(weights).signed_distance(points)
         assert np.array_equal(loaded.blend(weights).signed_distance(points), expected)
+
+
+def test_spaces_with_grids_are_version_4_and_plain_spaces_stay_readable_by_older_add_ons(space, grid_space,
+                                                                                          tmp_path):
+    save_space(tmp_path / "plain.nfield", space)
+    save_space(tmp_path / "grids.nfield", grid_space)
+    plain, grids = read_header(tmp_path / "plain.nfield"), read_header(tmp_path / "grids.nfield")
+    assert plain["version"] == 3 and "latent_grid" not in plain["field_config"]
+    assert grids["version"] == 4 and grids["field_config"]["latent_grid"] == 12
 
 
 def test_reconstruction_from_a_mesh_refines_the_mean_grid(grid_space):

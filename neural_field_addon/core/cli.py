@@ -208,7 +208,10 @@ def cmd_fit_space(args) -> dict:
     overrides = {name: getattr(args, name) for name in ("latent_dim", "latent_grid") if getattr(args, name) is not None}
     if overrides:
         from .config import with_overrides
+        from .shapespace import DEFAULT_LATENT_DIM
 
+        if overrides.get("latent_dim", field_config.latent_dim) == 0:
+            overrides["latent_dim"] = DEFAULT_LATENT_DIM  # what the fitter gives a space with codes of 0
         field_config = with_overrides(field_config, overrides)
     meshes = [load_mesh(path) for path in args.meshes]
     names = [os.path.splitext(os.path.basename(path))[0] for path in args.meshes]

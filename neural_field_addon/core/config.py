@@ -12,6 +12,8 @@ ENCODINGS = ("fourier", "positional", "siren", "hashgrid")
 ACTIVATIONS = ("softplus", "relu")
 SDF_LOSSES = ("l1", "mape")
 PRECISIONS = ("auto", "fp32", "bf16")
+# Latent grids: 128^3 x 8 float32 numbers are 67 MB per shape, three times that while training.
+MAX_LATENT_GRID = 128
 
 
 @dataclass
@@ -70,10 +72,11 @@ class FieldConfig:
             )
         if self.latent_dim < 0:
             raise ValueError(f"latent_dim must be at least 0, got {self.latent_dim}")
-        if self.latent_grid and (self.latent_grid < 2 or self.latent_dim == 0 or self.latent_grid_features < 1):
-            raise ValueError(f"latent_grid must be 0 or at least 2 with latent_dim > 0 and latent_grid_features >= 1; "
-                             f"got latent_grid {self.latent_grid}, latent_dim {self.latent_dim}, "
-                             f"latent_grid_features {self.latent_grid_features}")
+        if self.latent_grid and not (2 <= self.latent_grid <= MAX_LATENT_GRID and self.latent_dim > 0
+                                     and 1 <= self.latent_grid_features <= 64):
+            raise ValueError(f"latent_grid must be 0 (none) or lie in 2..{MAX_LATENT_GRID}, with latent_dim > 0 and "
+                             f"latent_grid_features in 1..64; got latent_grid {self.latent_grid}, latent_dim "
+                             f"{self.latent_dim}, latent_grid_features {self.latent_grid_features}")
         if not 0 <= self.skip_layer <= self.depth:
             raise ValueError(f"skip_layer must lie in 0..depth ({self.depth}), got {self.skip_layer}")
         return self

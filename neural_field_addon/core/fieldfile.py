@@ -9,8 +9,9 @@ Layout: a NumPy `.npz` archive (a zip) holding
   the header's `grid_low` to `grid_high`.
 Version 2 added field kinds, SIREN and hash-grid encodings and renamed the hidden layers;
 version 1 files still load (their layer names are mapped). Version 3 is a shape space (header
-`content: "shape-space"` with the shapes' names and transforms); single fields stay version 2,
-so earlier add-ons read them and refuse a space as newer.
+`content: "shape-space"` with the shapes' names and transforms), version 4 one with latent grids;
+single fields stay version 2 and plain spaces 3 (their headers leave the latent-grid settings
+out), so earlier add-ons read what they can and refuse the rest as newer.
 It is read with `allow_pickle=False`, so loading a file never executes code. Writes go to a
 temporary file in the same folder and are renamed into place, so a crash never leaves half a file.
 """
@@ -32,6 +33,8 @@ from .fileheader import (  # noqa: F401 - the header's names are part of this mo
     FIELD_VERSION,
     FORMAT_NAME,
     FORMAT_VERSION,
+    GRID_SPACE_VERSION,
+    SPACE_VERSION,
     SPACE_CONTENT,
     SUFFIX,
     FieldFileError,
@@ -45,7 +48,7 @@ def save_field(path: str | os.PathLike, field: NeuralField) -> None:
     header = {
         "format": FORMAT_NAME,
         "version": FIELD_VERSION,
-        "field_config": config_to_dict(field.config),
+        "field_config": _config_header(field.config),
         "transform": field.transform.as_dict(),
         "box_low": [float(v) for v in field.box_low],
         "box_high": [float(v) for v in field.box_high],
@@ -58,9 +61,9 @@ def save_space(path: str | os.PathLike, space) -> None:
     """Write a ShapeSpace (decoder, codes, names, per-shape transforms)."""
     header = {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": GRID_SPACE_VERSION if space.grids is not None else SPACE_VERSION,
         "content": SPACE_CONTENT,
-        "field_config": config_to_dict(space.config),
+        "field_config": _config_header(space.config),
         "names": list(space.names),
         "transforms": [t.as_dict() for t in space.transforms],
         "box_low": [float(v) for v in space.box_low],
@@ -73,6 +76,15 @@ def save_space(path: str | os.PathLike, space) -> None:
         header["grid_high"] = [float(v) for v in space.grid_high]
         arrays["space/grids"] = space.grids.detach().float().cpu().numpy()
     _write(path, header, space.network, arrays)
+
+
+def _config_header(config: FieldConfig) -> dict:
+    """The config as the header stores it: without the latent-grid settings when there are no
+    grids, so add-ons from before grids (which refuse unknown settings) still read the file."""
+    data = config_to_dict(config)
+    if not config.latent_grid:
+        del data["latent_grid"], data["latent_grid_features"]
+    return data
 
 
 def is_space(path: str | os.PathLike) -> bool:
@@ -152,6 +164,10 @@ def load_space(path: str | os.PathLike, device: str = "cpu"):
                                      f"{side}^3 x {features}")
                 grid_low = np.asarray(header["grid_low"], dtype=np.float64)
                 grid_high = np.asarray(header["grid_high"], dtype=np.float64)
+                if grid_low.shape != (3,) or grid_high.shape != (3,) or not np.all(grid_high > grid_low):
+                    raise ValueError(f"the grids' box {grid_low.tolist()} - {grid_high.tolist()} is not a box")
+                if not bool(torch.isfinite(grids).all()):
+                    raise ValueError("the latent grids hold NaN or infinite values")
                 grids = grids.to(device)
         except (KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as error:
             raise FieldFileError(f"shape space file {path} is corrupt: {error}") from error

@@ -11,8 +11,10 @@ import zipfile
 import numpy as np
 
 FORMAT_NAME = "neural-field"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4  # the newest version this add-on reads
 FIELD_VERSION = 2  # what single fields are written as
+SPACE_VERSION = 3  # shape spaces
+GRID_SPACE_VERSION = 4  # shape spaces with latent grids
 SPACE_CONTENT = "shape-space"
 SUFFIX = ".nfield"
 

@@ -96,7 +96,7 @@ def meta_learn_initialization(meshes, field_config: FieldConfig, train_config: T
     """Meta-train a body and a prior head over a family of meshes (at least two), with each
     member's pool built as a fit builds it. `train_config` gives the batch (per member per step),
     pool size, clamp, seed and device; `head_steps` multi-head steps, then `solve_steps` through
-    the ridge solve."""
+    the ridge solve, at this module's learning rates and with the clamped L1."""
     if len(meshes) < 2:
         raise ValueError(f"meta-learning needs a family of at least two meshes; {len(meshes)} given")
     field_config, train_config = field_config.validate(), train_config.validate()
@@ -177,7 +177,9 @@ class MetaFitter(FieldFitter):
     """Fits one mesh from a meta-learned start: the head solved in closed form on the first
     batch; then per batch one Adam step on the body (head fixed) and the head solved again.
     Shares FieldFitter's pool, progress, cancellation and field; no CUDA graph (a step is a
-    small solve, and its first step differs from the rest)."""
+    small solve, and its first step differs from the rest). From train_config it takes the
+    steps, batch, pool, clamp, seed and device; the loss is the clamped L1 and the body's rate
+    `body_learning_rate` (train_config.lr is a from-scratch rate, which would undo the start)."""
 
     def __init__(self, mesh: TriangleMesh, initialization: MetaInitialization, train_config: TrainConfig | None = None,
                  body_learning_rate: float = BODY_LEARNING_RATE):
@@ -219,8 +221,8 @@ class MetaFitter(FieldFitter):
 
 
 def fit_from_initialization(mesh: TriangleMesh, initialization: MetaInitialization,
-                            train_config: TrainConfig | None = None, on_progress=None,
-                            should_stop=None) -> NeuralField:
+                            train_config: TrainConfig | None = None, on_progress=None, should_stop=None,
+                            body_learning_rate: float = BODY_LEARNING_RATE) -> NeuralField:
     """A field of `mesh` in train_config.steps steps from a meta-learned start (see MetaFitter)."""
-    return MetaFitter(mesh, initialization, train_config).run(on_progress, should_stop)
+    return MetaFitter(mesh, initialization, train_config, body_learning_rate).run(on_progress, should_stop)
 

@@ -160,6 +160,11 @@ class ConditionedNetwork(nn.Module):
             raise ValueError(f"the decoder takes codes of {config.latent_dim}; got {len(code)}")
         if (grid is not None) != bool(config.latent_grid):
             raise ValueError("a decoder with latent grids needs its shape's grid, and one without takes none")
+        if grid is not None:
+            side, features = config.latent_grid, config.latent_grid_features
+            grid = grid.reshape(grid.shape[-4:]) if grid.dim() == 5 and grid.shape[0] == 1 else grid
+            if tuple(grid.shape) != (side, side, side, features):
+                raise ValueError(f"the decoder takes grids of {side}^3 x {features}; got {tuple(grid.shape)}")
         self.register_buffer("code", code.clone())
         grid_features = config.latent_grid_features if config.latent_grid else 0
         if grid is not None:

@@ -157,6 +157,8 @@ class ShapeSpace:
         grids = self.grids
         if grids is not None:
             grid = self.grids.mean(dim=0) if grid is None else grid.detach().to(grids)
+            if grid.numel() != grids[0].numel():
+                raise ValueError(f"the space's grids are {tuple(grids.shape[1:])}; got {tuple(grid.shape)}")
             grids = torch.cat([grids, grid.reshape(1, *grids.shape[1:])])
         return replace(self, codes=torch.cat([self.codes, code]), names=[*self.names, name],
                        transforms=[*self.transforms, transform], report=dict(self.report), grids=grids)
@@ -325,10 +327,12 @@ class ShapeSpaceFitter(FieldFitter):
         codes = weights @ self.codes
         points = self._pool_points[source, point]
         if self.grids is not None:  # each row's grid features: (1 - t) at a's grid plus t at b's
-            both = sample_latent_grids(self.grids, torch.cat([a, b]), torch.cat([points, points]), self._grid_low,
-                                       self._grid_high)
-            at_a, at_b = both[: len(index)], both[len(index):]
-            codes = torch.cat([codes, (1.0 - t)[:, None] * at_a + t[:, None] * at_b], dim=1)
+            own = self.train_config.batch  # rows of one shape (a = b, t = 0) read one grid
+            read = sample_latent_grids(self.grids, torch.cat([a, b[own:]]), torch.cat([points, points[own:]]),
+                                       self._grid_low, self._grid_high)
+            at_a, at_b, t_mix = read[: len(index)], read[len(index):], t[own:, None]
+            features = torch.cat([at_a[:own], (1.0 - t_mix) * at_a[own:] + t_mix * at_b])
+            codes = torch.cat([codes, features], dim=1)
         with torch.autocast(self.device, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
             prediction = self.network(points, codes).float()
         batch = self.train_config.batch
