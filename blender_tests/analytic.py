@@ -128,6 +128,23 @@ def torus(major: float = 1.0, minor: float = 0.35, major_segments: int = 64, min
     return vertices.reshape(-1, 3), faces.astype(np.int64)
 
 
+def meta_torus_benchmark(device: str):
+    """scripts/bench_meta.py's setting, which its tests share: the family (tori of major radius 1,
+    tube 0.2-0.5), the held-out member (tube 0.35), the network, and the training settings for a
+    number of steps (`train(steps)`)."""
+    from neural_field_addon.core.config import FieldConfig, TrainConfig
+    from neural_field_addon.core.geometry import TriangleMesh
+
+    family = [TriangleMesh(*torus(1.0, radius)) for radius in (0.2, 0.3, 0.4, 0.5)]
+    held_out = TriangleMesh(*torus(1.0, 0.35))
+    config = FieldConfig(width=64, depth=3, fourier_sigma=0.75)
+
+    def train(steps):
+        return TrainConfig(steps=steps, batch=4096, pool_size=1 << 15, device=device, seed=0)
+
+    return family, held_out, config, train
+
+
 def implicit_mesh(inside, low, high, resolution: int = 64):
     """Closed, outward-oriented mesh of {inside(p) = 0} (negative inside) by marching cubes over
     the box [low, high], which must hold the shape with a margin."""

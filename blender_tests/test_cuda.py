@@ -207,19 +207,13 @@ def test_preview_worker_answers_blends_on_cuda(tmp_path):
 
 
 def test_meta_learned_start_fits_a_held_out_torus_in_one_step_on_cuda():
-    from neural_field_addon.core.config import FieldConfig, TrainConfig
     from neural_field_addon.core.extraction import extract_isosurface
-    from neural_field_addon.core.geometry import TriangleMesh
     from neural_field_addon.core.metalearning import fit_from_initialization, meta_learn_initialization
     from neural_field_addon.core.metrics import compare_meshes
 
-    family = [TriangleMesh(*torus(1.0, radius)) for radius in (0.2, 0.3, 0.4, 0.5)]
-    held_out = TriangleMesh(*torus(1.0, 0.35))
-    config = FieldConfig(width=64, depth=3, fourier_sigma=0.75)
+    from analytic import meta_torus_benchmark
 
-    def train(steps):
-        return TrainConfig(steps=steps, batch=4096, pool_size=1 << 15, device="cuda", seed=0)
-
+    family, held_out, config, train = meta_torus_benchmark("cuda")
     init = meta_learn_initialization(family, config, train(1), head_steps=300, solve_steps=20)
     field = fit_from_initialization(held_out, init, train(1))
     chamfer = compare_meshes(held_out, extract_isosurface(field, 64), samples=10_000)["chamfer_l1"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from analytic import edge_face_counts, signed_volume, torus
+from analytic import edge_face_counts, meta_torus_benchmark, signed_volume, torus
 
 from neural_field_addon.core.config import FieldConfig, TrainConfig
 from neural_field_addon.core.extraction import extract_isosurface
@@ -251,13 +251,7 @@ def test_reconstruction_needs_one_input(space, held_out):
 def meta_family():
     """A short meta-training over four tori (tube 0.2-0.5), the held-out torus (tube 0.35) and
     the network and training settings of scripts/bench_meta.py."""
-    family = [TriangleMesh(*torus(1.0, radius)) for radius in (0.2, 0.3, 0.4, 0.5)]
-    held_out = TriangleMesh(*torus(1.0, 0.35))
-    config = FieldConfig(width=64, depth=3, fourier_sigma=0.75)
-
-    def train(steps):
-        return TrainConfig(steps=steps, batch=4096, pool_size=1 << 15, device="cpu", seed=0)
-
+    family, held_out, config, train = meta_torus_benchmark("cpu")
     init = meta_learn_initialization(family, config, train(1), head_steps=300, solve_steps=20)
     return init, held_out, config, train
 

@@ -22,12 +22,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "blender_tests"))
 
-from analytic import torus  # noqa: E402
+from analytic import meta_torus_benchmark  # noqa: E402
 
-from neural_field_addon.core.config import FieldConfig, TrainConfig  # noqa: E402
 from neural_field_addon.core.devices import describe_device, resolve_device  # noqa: E402
 from neural_field_addon.core.extraction import extract_isosurface  # noqa: E402
-from neural_field_addon.core.geometry import TriangleMesh  # noqa: E402
 from neural_field_addon.core.metalearning import fit_from_initialization, meta_learn_initialization  # noqa: E402
 from neural_field_addon.core.metrics import compare_meshes  # noqa: E402
 from neural_field_addon.core.training import fit_field  # noqa: E402
@@ -43,12 +41,7 @@ def main() -> int:
     parser.add_argument("--solve-steps", type=int, default=300)
     args = parser.parse_args()
     device = resolve_device(args.device)
-    family = [TriangleMesh(*torus(1.0, radius)) for radius in (0.2, 0.3, 0.4, 0.5)]
-    held_out = TriangleMesh(*torus(1.0, 0.35))
-    config = FieldConfig(width=64, depth=3, fourier_sigma=0.75)
-
-    def train(steps):
-        return TrainConfig(steps=steps, batch=4096, pool_size=1 << 15, device=device, seed=0)
+    family, held_out, config, train = meta_torus_benchmark(device)
 
     def chamfer(init, steps):
         if init is None:

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -205,14 +206,9 @@ def cmd_fit_space(args) -> dict:
         field_config, train_config = configs_from_args(args, base=space_configs(resolve_device(args.device)))
     else:
         field_config, train_config = configs_from_args(args)
-    overrides = {name: getattr(args, name) for name in ("latent_dim", "latent_grid") if getattr(args, name) is not None}
-    if overrides:
-        from .config import with_overrides
-        from .shapespace import DEFAULT_LATENT_DIM
-
-        if overrides.get("latent_dim", field_config.latent_dim) == 0:
-            overrides["latent_dim"] = DEFAULT_LATENT_DIM  # what the fitter gives a space with codes of 0
-        field_config = with_overrides(field_config, overrides)
+    # Checked by the fitter, which first gives a space with codes of length 0 its default length.
+    field_config = replace(field_config, **{name: getattr(args, name) for name in ("latent_dim", "latent_grid")
+                                            if getattr(args, name) is not None})
     meshes = [load_mesh(path) for path in args.meshes]
     names = [os.path.splitext(os.path.basename(path))[0] for path in args.meshes]
     _say(f"fitting a space of {len(meshes)} shapes: {', '.join(names)}")

@@ -57,12 +57,7 @@ class MetaInitialization:
 
 def body_features(network: FieldNetwork, points: torch.Tensor) -> torch.Tensor:
     """The last hidden layer's output with a column of ones appended (the head's bias): (q, width + 1)."""
-    encoded = network.encoding(points)
-    x = encoded
-    for index, layer in enumerate(network.hidden, start=1):
-        if index == network.config.skip_layer:
-            x = torch.cat([x, encoded], dim=-1)
-        x = network.activation(layer(x))
+    x = network.features(points)
     return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype, device=x.device)], dim=1)
 
 
@@ -188,19 +183,16 @@ class MetaFitter(FieldFitter):
         super().__init__(mesh, initialization.config, train_config, use_cuda_graph=False,
                          initial_state=initialization.state)
         self.network.head.requires_grad_(False)
+        self.body_learning_rate = body_learning_rate
         body = [p for name, p in self.network.named_parameters() if not name.startswith("head.")]
         self.optimizer = torch.optim.Adam(body, lr=body_learning_rate)
 
     def learning_rate(self, step: int) -> float:
-        return self.optimizer.param_groups[0]["lr"]  # constant: the body only refines
+        return self.body_learning_rate  # constant: the body only refines
 
-    def step(self) -> None:
-        if self._pool_points is None:
-            self.build_pool()
-        index = self._batch_index()
+    def _eager_step(self, index: torch.Tensor) -> None:
         points, sdf = self._pool_points[index], self._pool_sdf[index]
         clamp = self.train_config.clamp
-        self.network.train()
         if self.step_count:
             loss = clamped_error(self.network(points), sdf, clamp).mean()
             self.optimizer.zero_grad(set_to_none=True)
@@ -211,8 +203,6 @@ class MetaFitter(FieldFitter):
             head = solve_head(features, sdf, head_vector(self.network), clamp)
             set_head(self.network, head)
             self._loss_sum += clamped_error(features @ head, sdf, clamp).mean()
-        self._loss_terms += 1
-        self.step_count += 1
 
     def field(self) -> NeuralField:
         result = super().field()

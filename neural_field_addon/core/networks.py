@@ -89,6 +89,11 @@ class FieldNetwork(nn.Module):
         """The head's raw output (q,) at field-space points (q, 3): distance or logit. A decoder
         (latent_dim > 0) takes the latent code, one for all points or one per point; with latent
         grids, each point's code is followed by its grid features (conditioning_width in all)."""
+        out = self.head(self.features(points, code)).squeeze(-1)
+        return out * OCCUPANCY_LOGIT_SCALE if self.config.kind == "occupancy" else out
+
+    def features(self, points: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
+        """The last hidden layer's output (q, width): what the linear head reads."""
         encoded = self.encoding(points)
         if self.config.latent_dim:
             if code is None:
@@ -99,8 +104,7 @@ class FieldNetwork(nn.Module):
             if index == self.config.skip_layer:
                 x = torch.cat([x, encoded], dim=-1)
             x = self.activation(layer(x))
-        out = self.head(x).squeeze(-1)
-        return out * OCCUPANCY_LOGIT_SCALE if self.config.kind == "occupancy" else out
+        return x
 
     def field_value(self, points: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
         """Negative inside, positive outside, zero on the surface, whatever the kind."""
@@ -162,7 +166,6 @@ class ConditionedNetwork(nn.Module):
             raise ValueError("a decoder with latent grids needs its shape's grid, and one without takes none")
         if grid is not None:
             side, features = config.latent_grid, config.latent_grid_features
-            grid = grid.reshape(grid.shape[-4:]) if grid.dim() == 5 and grid.shape[0] == 1 else grid
             if tuple(grid.shape) != (side, side, side, features):
                 raise ValueError(f"the decoder takes grids of {side}^3 x {features}; got {tuple(grid.shape)}")
         self.register_buffer("code", code.clone())

@@ -106,8 +106,8 @@ class ShapeSpace:
     def field_for_code(self, code: torch.Tensor, transform: FieldTransform,
                        grid: torch.Tensor | None = None) -> NeuralField:
         """The field of a code (and, with latent grids, a grid: the space's mean if none is given)."""
-        if self.grids is not None and grid is None:
-            grid = self.grids.mean(dim=0)
+        if grid is None:
+            grid = self.mean_grid()
         return NeuralField(
             config=replace(self.config, latent_dim=0, latent_grid=0),
             network=ConditionedNetwork(self.network, code.to(self.device), grid, self.grid_low, self.grid_high),
@@ -156,7 +156,7 @@ class ShapeSpace:
             raise ValueError(f"the space's codes have {self.codes.shape[1]} dimensions; got {code.shape[1]}")
         grids = self.grids
         if grids is not None:
-            grid = self.grids.mean(dim=0) if grid is None else grid.detach().to(grids)
+            grid = self.mean_grid() if grid is None else grid.detach().to(grids)
             if grid.numel() != grids[0].numel():
                 raise ValueError(f"the space's grids are {tuple(grids.shape[1:])}; got {tuple(grid.shape)}")
             grids = torch.cat([grids, grid.reshape(1, *grids.shape[1:])])
@@ -165,6 +165,10 @@ class ShapeSpace:
 
     def _grid(self, index: int) -> torch.Tensor | None:
         return None if self.grids is None else self.grids[index]
+
+    def mean_grid(self) -> torch.Tensor | None:
+        """The grid of an average shape (None without latent grids): where inference starts."""
+        return None if self.grids is None else self.grids.mean(dim=0)
 
     def mean_transform(self) -> FieldTransform:
         """The frame of an average shape: centres averaged, scales geometrically."""
@@ -436,7 +440,7 @@ def infer_code(space: ShapeSpace, points: torch.Tensor, targets: torch.Tensor, s
     optimizer = torch.optim.Adam([code], lr=lr)
     grid = None
     if space.grids is not None:
-        grid = space.grids.mean(dim=0, keepdim=True).clone().requires_grad_(fit_grid)
+        grid = space.mean_grid()[None].clone().requires_grad_(fit_grid)
         low = torch.as_tensor(space.grid_low, dtype=torch.float32, device=space.device)
         high = torch.as_tensor(space.grid_high, dtype=torch.float32, device=space.device)
         if fit_grid:
