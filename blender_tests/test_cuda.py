@@ -120,6 +120,75 @@ def test_fused_hashgrid_backward_equals_the_torch_reference(levels, features, lo
     assert (fused - reference).norm() / reference.norm() < 1e-4  # fp32 rounding (Triton vs eager)
 
 
+def test_fused_hashgrid_backward_on_morton_sorted_points_equals_the_torch_reference():
+    """Training batches come sorted, so at coarse levels long runs of points share a cell and
+    the kernel sums each run before adding it: runs across block ends, repeated points and a
+    batch that is no multiple of the block must all land in the right entries."""
+    import torch
+
+    from neural_field_addon.core.geometry.bvh import morton_order_tensor
+    from neural_field_addon.core.hashgrid import HashGridEncoding, encode_reference
+
+    grid = HashGridEncoding(16, 2, 19, 16, 2048, bound=1.25, seed=7).cuda()
+    generator = torch.Generator(device="cuda").manual_seed(8)
+    points = torch.rand(30_001, 3, device="cuda", generator=generator) * 2.5 - 1.25
+    points = torch.cat([points, points[:500]])  # repeated points: runs of equal keys
+    points = points[morton_order_tensor(points, [-1.25] * 3, [1.25] * 3)].contiguous()
+    upstream = torch.randn(len(points), 32, device="cuda", generator=generator)
+    (grid(points) * upstream).sum().backward()
+    fused = grid.table.grad.clone()
+    grid.table.grad = None
+    (encode_reference(grid, points) * upstream).sum().backward()
+    reference = grid.table.grad
+    assert (fused - reference).norm() / reference.norm() < 1e-4
+    for offset in (0, grid.layout[5][2]):  # a dense and a hashed level, each to fp32 rounding
+        rows = slice(offset, offset + 1000)
+        assert (fused[rows] - reference[rows]).norm() <= 1e-4 * reference[rows].norm() + 1e-6
+
+
+@pytest.mark.parametrize("depth, width, levels", [(2, 64, 16), (1, 16, 8), (3, 128, 16), (2, 32, 32)])
+def test_fused_trunk_equals_the_pytorch_layers(depth, width, levels):
+    """mlp_triton's forward and backward against the same network's PyTorch layers in float32:
+    output, the encoded input's gradient (through the table's) and every weight's, no farther
+    from float32 than PyTorch's own bf16 autocast of the layers is; a network of another shape
+    keeps the PyTorch layers."""
+    import torch
+
+    from neural_field_addon.core.config import FieldConfig
+    from neural_field_addon.core.networks import FieldNetwork
+
+    config = FieldConfig(encoding="hashgrid", hash_levels=levels, hash_features=2, hash_log2_size=16,
+                         hash_base_resolution=8, hash_finest_resolution=256, width=width, depth=depth,
+                         activation="relu")
+    network = FieldNetwork(config).cuda()
+    assert network.fused_trunk
+    with torch.no_grad():
+        network.encoding.table.uniform_(-1.0, 1.0)
+    generator = torch.Generator(device="cuda").manual_seed(9)
+    points = torch.rand(10_007, 3, device="cuda", generator=generator) * 2.0 - 1.0
+    upstream = torch.randn(10_007, device="cuda", generator=generator)
+
+    def run(mode: str):
+        network.zero_grad(set_to_none=True)
+        network.fused_trunk = mode == "fused"
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=mode != "fp32"):
+            out = network(points)
+        (out.float() * upstream).sum().backward()
+        return [out.float().detach()] + [p.grad.clone() for p in network.parameters()]
+
+    fused, autocast, reference = run("fused"), run("autocast"), run("fp32")
+    names = ["output", "table", *(f"hidden {k}" for k in range(depth)), "head weight", "head bias"]
+    for name, f, a, r in zip(names, fused, autocast, reference):
+        fused_error = ((f - r).norm() / r.norm()).item()
+        autocast_error = ((a - r).norm() / r.norm()).item()
+        print(f"{name}: fused {fused_error:.2e}, PyTorch bf16 autocast {autocast_error:.2e}")
+        assert torch.isfinite(f).all()
+        # bf16 rounding: no worse than PyTorch's own bf16 autocast of the same layers
+        assert fused_error <= 1.5 * autocast_error + 1e-3, name
+    skip = FieldNetwork(FieldConfig(encoding="hashgrid", width=64, depth=2, activation="relu", skip_layer=2))
+    assert not skip.fused_trunk
+
+
 def test_fast_preset_fits_the_sphere_on_cuda():
     from neural_field_addon.core.config import preset_configs, with_overrides
     from neural_field_addon.core.extraction import extract_isosurface

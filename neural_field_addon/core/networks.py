@@ -79,6 +79,7 @@ class FieldNetwork(nn.Module):
             if config.encoding == "siren":
                 for index, layer in enumerate([*self.hidden, self.head]):
                     _siren_init(layer, first=index == 0, omega=config.siren_omega)
+            self.fused_trunk = fused_trunk_eligible(config)
             if config.kind == "occupancy":
                 # Start from 'outside' everywhere (p = 0.12): most of the box is empty, and
                 # regions the samples rarely reach then stay empty instead of floating at p = 0.5.
@@ -89,8 +90,25 @@ class FieldNetwork(nn.Module):
         """The head's raw output (q,) at field-space points (q, 3): distance or logit. A decoder
         (latent_dim > 0) takes the latent code, one for all points or one per point; with latent
         grids, each point's code is followed by its grid features (conditioning_width in all)."""
-        out = self.head(self.features(points, code)).squeeze(-1)
+        if self._fused_trunk(points):
+            from .mlp_triton import fused_mlp
+
+            out = fused_mlp(self.encoding(points), [layer.weight for layer in self.hidden], self.head.weight,
+                            self.head.bias)
+        else:
+            out = self.head(self.features(points, code)).squeeze(-1)
         return out * OCCUPANCY_LOGIT_SCALE if self.config.kind == "occupancy" else out
+
+    def _fused_trunk(self, points: torch.Tensor) -> bool:
+        """Whether the Triton kernels of mlp_triton compute this call: a network of their shape,
+        on CUDA, under bf16 autocast (whose numerics they follow), so training steps use them and
+        float32 evaluation (extraction) keeps the PyTorch layers. Not where a gradient with respect
+        to the points is wanted (an eikonal term): the kernels' backward is not differentiable."""
+        from .hashgrid import _triton_available
+
+        return (self.fused_trunk and points.is_cuda and not points.requires_grad
+                and torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.bfloat16
+                and _triton_available())
 
     def features(self, points: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
         """The last hidden layer's output (q, width): what the linear head reads."""
@@ -110,6 +128,16 @@ class FieldNetwork(nn.Module):
         """Negative inside, positive outside, zero on the surface, whatever the kind."""
         out = self.forward(points, code)
         return -out if self.config.kind == "occupancy" else out
+
+
+def fused_trunk_eligible(config: FieldConfig) -> bool:
+    """Whether mlp_triton's kernels compute this network's trunk and head: a hash grid whose
+    output width is a power of two (16-256), 1-3 hidden ReLU layers of width 16-128 without
+    biases (a hash grid's trunk has none), no skip connection, no latent conditioning."""
+    encoded = config.hash_levels * config.hash_features
+    return (config.encoding == "hashgrid" and config.activation == "relu" and config.width in (16, 32, 64, 128)
+            and 1 <= config.depth <= 3 and not (0 < config.skip_layer <= config.depth)
+            and conditioning_width(config) == 0 and 16 <= encoded <= 256 and encoded & (encoded - 1) == 0)
 
 
 def conditioning_width(config: FieldConfig) -> int:
