@@ -156,3 +156,40 @@ def test_a_seed_from_a_nearby_level_gives_the_mesh_classification_gives(sdf_fiel
     assert len(seeded.faces) == len(full.faces)
     np.testing.assert_allclose(np.sort(seeded.vertices, axis=0), np.sort(full.vertices, axis=0), atol=1e-9)
     assert seeded_report.seconds["classify"] < 0.01 and (seeded_report.surface_tiles != first.surface_tiles).any()
+
+
+def test_worker_processes_march_the_mesh_one_process_marches(sdf_field):
+    from neural_field_addon.core import marching
+
+    serial = extract_isosurface(sdf_field, RESOLUTION, tile=4, workers=1)
+    try:
+        pooled = extract_isosurface(sdf_field, RESOLUTION, tile=4, workers=2)
+    finally:
+        if marching._POOL is not None:
+            marching._POOL.shutdown()
+            marching._POOL = None
+    assert np.array_equal(serial.vertices, pooled.vertices)
+    assert np.array_equal(serial.faces, pooled.faces)
+
+
+def test_marching_workers_start_without_the_callers_imports(tmp_path):
+    """Spawned workers would import the caller's script again, and with it torch: seconds per
+    worker before the first extraction. They start without it."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "caller.py"
+    script.write_text(
+        "import torch  # noqa: F401 - what a caller of the extraction has loaded\n"
+        "from neural_field_addon.core import marching\n"
+        "if __name__ == '__main__':\n"
+        "    pool = marching._worker_pool(2)\n"
+        "    print(pool.submit(eval, \"'torch' in __import__('sys').modules\").result())\n"
+        "    pool.shutdown()\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": root})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False"
