@@ -164,6 +164,7 @@ def test_worker_processes_march_the_mesh_one_process_marches(sdf_field):
     serial = extract_isosurface(sdf_field, RESOLUTION, tile=4, workers=1)
     try:
         pooled = extract_isosurface(sdf_field, RESOLUTION, tile=4, workers=2)
+        assert marching._POOL is not None and len(marching._POOL._processes) == 2  # not the fallback
     finally:
         if marching._POOL is not None:
             marching._POOL.shutdown()

@@ -46,7 +46,9 @@ def _bare_main():
     try:
         yield
     finally:
-        if main is not None:
+        if main is None:
+            del sys.modules["__main__"]
+        else:
             sys.modules["__main__"] = main
 
 
@@ -61,8 +63,11 @@ def _worker_pool(workers: int):
             _POOL.shutdown()
         _POOL = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
         with _bare_main():
-            # Spawning pools start a process per submitted task while none is idle: all start here.
-            for _ in range(workers):
+            # A spawning pool starts a process per submitted task while none is idle; a worker that
+            # already finished its task is idle, so submit until all have started here.
+            for _ in range(8 * workers):
+                if len(_POOL._processes) >= workers:
+                    break
                 _POOL.submit(os.getpid)
     return _POOL
 

@@ -125,11 +125,42 @@ def mlp_backward_kernel(x_ptr, grad_ptr, count, tiles, w1_ptr, w2_ptr, w3_ptr, h
 
 FORWARD_BLOCK = 128
 BACKWARD_BLOCK = 64
+# Shapes (inputs, width, depth) per device whose kernels compiled and ran: wide, deep networks can
+# need more shared memory than a GPU has (an H100 refused width 128 at depth 3 with 128 inputs;
+# consumer GPUs have less than half its 227 KB). Those keep PyTorch's layers.
+_RUNS: dict = {}
 
 
 def _programs(device, tiles: int) -> int:
     """Persistent backward programs: two per multiprocessor, no more than there are tiles."""
     return max(1, min(tiles, 2 * torch.cuda.get_device_properties(device).multi_processor_count))
+
+
+def runs_on(device, inputs: int, width: int, depth: int) -> bool:
+    """Whether the kernels compile and run for this shape on this device: tried once (forward and
+    backward on a few rows, eagerly, before any CUDA-graph capture) and remembered."""
+    key = (str(device), inputs, width, depth)
+    if key not in _RUNS:
+        try:
+            x = torch.randn(3, inputs, device=device)
+            hidden = [torch.randn(width, inputs, device=device)] + [
+                torch.randn(width, width, device=device) for _ in range(depth - 1)]
+            head_weight, head_bias = torch.randn(1, width, device=device), torch.zeros(1, device=device)
+            context = _Context()
+            out = _FusedMLP.forward(context, x, head_weight, head_bias, *hidden)
+            _FusedMLP.backward(context, torch.ones_like(out))
+            torch.cuda.synchronize(device)
+            _RUNS[key] = True
+        except Exception:  # noqa: BLE001 - Triton's OutOfResources and compile failures alike
+            _RUNS[key] = False
+    return _RUNS[key]
+
+
+class _Context:
+    """A stand-in for autograd's context when runs_on calls the Function's methods directly."""
+
+    def save_for_backward(self, *tensors):
+        self.saved_tensors = tensors
 
 
 class _FusedMLP(torch.autograd.Function):
@@ -150,6 +181,7 @@ class _FusedMLP(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         x, head_weight, *hidden = ctx.saved_tensors
         count, inputs = x.shape
@@ -165,6 +197,7 @@ class _FusedMLP(torch.autograd.Function):
             mlp_backward_kernel[(programs,)](
                 x, grad_out.float().contiguous(), count, tiles, *padded, head_weight, dx, *padded_partial,
                 partial_head, IN=inputs, W=width, DEPTH=depth, BLOCK=BACKWARD_BLOCK,
+                num_stages=1,  # no software pipelining of the tile loop: its buffers cost shared memory
             )
         else:
             for p in (*partial, partial_head):

@@ -103,12 +103,17 @@ class FieldNetwork(nn.Module):
         """Whether the Triton kernels of mlp_triton compute this call: a network of their shape,
         on CUDA, under bf16 autocast (whose numerics they follow), so training steps use them and
         float32 evaluation (extraction) keeps the PyTorch layers. Not where a gradient with respect
-        to the points is wanted (an eikonal term): the kernels' backward is not differentiable."""
+        to the points is wanted (an eikonal term): the kernels' backward is not differentiable. Nor
+        where this GPU cannot run them for this shape (mlp_triton.runs_on)."""
         from .hashgrid import _triton_available
 
-        return (self.fused_trunk and points.is_cuda and not points.requires_grad
+        if not (self.fused_trunk and points.is_cuda and not points.requires_grad
                 and torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.bfloat16
-                and _triton_available())
+                and _triton_available()):
+            return False
+        from .mlp_triton import runs_on
+
+        return runs_on(points.device, self.encoding.out_dim, self.config.width, self.config.depth)
 
     def features(self, points: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
         """The last hidden layer's output (q, width): what the linear head reads."""
