@@ -156,13 +156,12 @@ def test_fused_trunk_equals_the_pytorch_layers(depth, width, levels):
     import torch
 
     from neural_field_addon.core.config import FieldConfig
+    from neural_field_addon.core.mlp_triton import runs_on
     from neural_field_addon.core.networks import FieldNetwork
 
     config = FieldConfig(encoding="hashgrid", hash_levels=levels, hash_features=2, hash_log2_size=16,
                          hash_base_resolution=8, hash_finest_resolution=256, width=width, depth=depth,
                          activation="relu")
-    from neural_field_addon.core.mlp_triton import runs_on
-
     network = FieldNetwork(config).cuda()
     assert network.fused_trunk
     if (depth, width, levels) == (2, 64, 16):  # the Fast preset's shape runs on any CUDA GPU

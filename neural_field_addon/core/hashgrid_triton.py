@@ -88,9 +88,15 @@ def _segmented_sum(head_a, sum_a, head_b, sum_b):
 
 
 @triton.jit
+def _key(cx, cy, cz, resolution):
+    """One number per cell of a level (int64: resolution comes from the int64 level table)."""
+    return cx + (cy + cz * resolution) * resolution
+
+
+@triton.jit
 def _cell_key(points_ptr, offs, mask, bound, resolution):
     cx, cy, cz, _, _, _ = _cell(points_ptr, offs, mask, bound, resolution)
-    return cx + (cy + cz * resolution) * resolution
+    return _key(cx, cy, cz, resolution)
 
 
 @triton.jit(do_not_specialize=["count", "segment_resolution"])
@@ -108,7 +114,7 @@ def encode_backward_kernel(points_ptr, count, grad_out_ptr, grad_table_ptr, leve
                    mask=mask2, other=0.0)
     if resolution <= segment_resolution:
         # Runs of consecutive points in one cell: heads and tails from the neighbours' cells.
-        key = cx + (cy + cz * resolution) * resolution
+        key = _key(cx, cy, cz, resolution)
         previous = _cell_key(points_ptr, offs - 1, mask & (offs > 0), bound, resolution)
         following = _cell_key(points_ptr, offs + 1, (offs + 1) < count, bound, resolution)
         head = ((key != previous) | (offs == start)).to(tl.int32)

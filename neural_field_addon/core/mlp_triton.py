@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-MAX_DEPTH = 3  # networks.fused_trunk_eligible holds the shapes these kernels compute
+from .networks import FUSED_TRUNK_MAX_DEPTH as MAX_DEPTH  # fused_trunk_eligible holds the shapes computed here
 
 
 @triton.jit
@@ -163,21 +163,27 @@ class _Context:
         self.saved_tensors = tensors
 
 
+def _padded(tensors: list) -> list:
+    """Up to MAX_DEPTH tensors: the kernels take a pointer per possible layer; unused ones repeat
+    the first (never read, DEPTH is a compile-time constant)."""
+    return list(tensors) + [tensors[0]] * (MAX_DEPTH - len(tensors))
+
+
 class _FusedMLP(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, head_weight, head_bias, *hidden):
         count, width = len(x), hidden[0].shape[0]
-        weights = [w.float().contiguous() for w in hidden] + [hidden[0]] * (MAX_DEPTH - len(hidden))
+        weights = [w.float().contiguous() for w in hidden]
         head_weight = head_weight.float().contiguous().view(-1)
         head_bias = head_bias.float().contiguous().view(-1)
         x = x.float().contiguous()
         out = torch.empty(count, dtype=torch.float32, device=x.device)
         if count:
             mlp_forward_kernel[(triton.cdiv(count, FORWARD_BLOCK),)](
-                x, count, *weights, head_weight, head_bias, out,
+                x, count, *_padded(weights), head_weight, head_bias, out,
                 IN=x.shape[1], W=width, DEPTH=len(hidden), BLOCK=FORWARD_BLOCK,
             )
-        ctx.save_for_backward(x, head_weight, *weights[: len(hidden)])
+        ctx.save_for_backward(x, head_weight, *weights)
         return out
 
     @staticmethod
@@ -191,11 +197,9 @@ class _FusedMLP(torch.autograd.Function):
         partial = [torch.empty(programs, *w.shape, dtype=torch.float32, device=x.device) for w in hidden]
         partial_head = torch.empty(programs, width + 1, dtype=torch.float32, device=x.device)
         dx = torch.empty_like(x)
-        padded = hidden + [hidden[0]] * (MAX_DEPTH - depth)
-        padded_partial = partial + [partial[0]] * (MAX_DEPTH - depth)
         if count:
             mlp_backward_kernel[(programs,)](
-                x, grad_out.float().contiguous(), count, tiles, *padded, head_weight, dx, *padded_partial,
+                x, grad_out.float().contiguous(), count, tiles, *_padded(hidden), head_weight, dx, *_padded(partial),
                 partial_head, IN=inputs, W=width, DEPTH=depth, BLOCK=BACKWARD_BLOCK,
                 num_stages=1,  # no software pipelining of the tile loop: its buffers cost shared memory
             )
