@@ -62,6 +62,29 @@ def test_bvh_distance_equals_brute_force_on_and_off_the_surface(mesh, leaf_size)
     assert np.abs(on_face - closest).max() <= 1e-6 * mesh.diagonal
 
 
+def test_a_points_results_do_not_depend_on_the_rest_of_its_batch(mesh):
+    """Points walk the tree in packets of lanes (padded at the end of a batch); one point's
+    distance, closest point and winding number come out the same whatever its packet-mates; its
+    closest face too, up to ties (a point nearest to a vertex or edge that faces share)."""
+    bvh = build_bvh(mesh)
+    points = _probe_points(mesh, 600, seed=5)
+    distance, closest, face = bvh_cpu.closest_points(bvh, points)
+    winding = bvh_cpu.winding_number(bvh, points)
+    both = bvh_cpu.distance_and_winding(bvh, points)
+    for subset in (np.arange(1), np.arange(3, 70), np.arange(599, 0, -7)):
+        sub_distance, sub_closest, sub_face = bvh_cpu.closest_points(bvh, points[subset])
+        # Tied faces give the same closest point up to rounding.
+        assert np.abs(sub_distance - distance[subset]).max() <= 1e-12 * mesh.diagonal
+        assert np.abs(sub_closest - closest[subset]).max() <= 1e-12 * mesh.diagonal
+        tied = sub_face != face[subset]
+        tri = torch.as_tensor(mesh.triangles()[sub_face[tied]])
+        on_face = closest_point_on_triangles(torch.as_tensor(points[subset][tied]), tri[:, 0], tri[:, 1], tri[:, 2])
+        assert np.abs(on_face.numpy() - closest[subset][tied]).max(initial=0.0) <= 1e-12 * mesh.diagonal
+        assert np.array_equal(bvh_cpu.winding_number(bvh, points[subset]), winding[subset])
+        sub_both = bvh_cpu.distance_and_winding(bvh, points[subset])
+        assert np.array_equal(sub_both[0], both[0][subset]) and np.array_equal(sub_both[1], both[1][subset])
+
+
 def test_hierarchical_winding_sign_matches_exact_where_decisive(mesh):
     rng = np.random.default_rng(11)
     low, high = mesh.bounds
