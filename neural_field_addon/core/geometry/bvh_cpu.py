@@ -285,9 +285,11 @@ def _winding_numbers(px, py, pz, vertices, leaf_faces, leaf_start, first_leaf, e
             d2 = rx * rx + ry * ry + rz * rz
             # Far field to second order: N.r/|r|^3 + tr(C)/|r|^3 - 3 r^T S r/|r|^5, with
             # r = center - q and S the symmetric part of C = sum a_t n_t (c_t - center)^T.
-            inv3 = 1.0 / (d2 * math.sqrt(d2))
+            inv = 1.0 / math.sqrt(d2)  # one root and one division per lane: they bound the walk's rate
+            inv2 = inv * inv
+            inv3 = inv2 * inv
             rsr = s00 * rx * rx + s11 * ry * ry + s22 * rz * rz + 2.0 * (s01 * rx * ry + s02 * rx * rz + s12 * ry * rz)
-            far_field = (nx * rx + ny * ry + nz * rz + trace) * inv3 - 3.0 * rsr * inv3 / d2
+            far_field = (nx * rx + ny * ry + nz * rz + trace - 3.0 * rsr * inv2) * inv3
             far = d2 > radius2
             total[lane] += far_field if far and active[depth, lane] > 0.0 else 0.0
             opened[lane] = 0.0 if far else active[depth, lane]
