@@ -347,16 +347,23 @@ def _winding_walk():
     return np.empty((_STACK, WINDING_LANES)), np.empty(WINDING_LANES)
 
 
+@njit(cache=True, inline="always", fastmath=_FASTMATH, error_model="numpy")
+def _nearest_packet(points, start, vertices, leaf_faces, leaf_start, first_leaf, boxes):
+    """The closest-point walk of the packet of points from `start`: each lane's squared distance
+    to its nearest triangle and that triangle's leaf slot."""
+    px, py, pz = np.empty(DISTANCE_LANES), np.empty(DISTANCE_LANES), np.empty(DISTANCE_LANES)
+    walk = _nearest_walk()
+    _load_packet(points, start, DISTANCE_LANES, px, py, pz)
+    _nearest_slots(px, py, pz, vertices, leaf_faces, leaf_start, first_leaf, boxes, walk)
+    return walk[0], walk[1]
+
+
 @njit(cache=True, parallel=True, fastmath=_FASTMATH, error_model="numpy")
 def _closest_kernel(points, vertices, leaf_faces, order, leaf_start, first_leaf, boxes, out_distance, out_face, out_closest):
     n = points.shape[0]
     for packet in prange((n + DISTANCE_LANES - 1) // DISTANCE_LANES):
-        px, py, pz = np.empty(DISTANCE_LANES), np.empty(DISTANCE_LANES), np.empty(DISTANCE_LANES)
-        walk = _nearest_walk()
         start = packet * DISTANCE_LANES
-        _load_packet(points, start, DISTANCE_LANES, px, py, pz)
-        _nearest_slots(px, py, pz, vertices, leaf_faces, leaf_start, first_leaf, boxes, walk)
-        best_slot = walk[1]
+        _, best_slot = _nearest_packet(points, start, vertices, leaf_faces, leaf_start, first_leaf, boxes)
         for q in range(start, min(n, start + DISTANCE_LANES)):
             slot = best_slot[q - start]
             x, y, z = points[q, 0], points[q, 1], points[q, 2]
@@ -387,22 +394,19 @@ def _signed_kernel(points, vertices, leaf_faces, leaf_start, first_leaf, boxes, 
     the winding walks find the distance walk's points, nodes and triangles still in cache."""
     n = points.shape[0]
     for packet in prange((n + DISTANCE_LANES - 1) // DISTANCE_LANES):
-        px, py, pz = np.empty(DISTANCE_LANES), np.empty(DISTANCE_LANES), np.empty(DISTANCE_LANES)
-        walk = _nearest_walk()
         start = packet * DISTANCE_LANES
-        _load_packet(points, start, DISTANCE_LANES, px, py, pz)
-        _nearest_slots(px, py, pz, vertices, leaf_faces, leaf_start, first_leaf, boxes, walk)
-        best = walk[0]
+        best, _ = _nearest_packet(points, start, vertices, leaf_faces, leaf_start, first_leaf, boxes)
         for q in range(start, min(n, start + DISTANCE_LANES)):
             out_distance[q] = math.sqrt(best[q - start])
+        px, py, pz = np.empty(WINDING_LANES), np.empty(WINDING_LANES), np.empty(WINDING_LANES)
         winding_walk = _winding_walk()
         total = np.empty(WINDING_LANES)
-        for half in range(start, min(n, start + DISTANCE_LANES), WINDING_LANES):
-            _load_packet(points, half, WINDING_LANES, px, py, pz)
+        for part in range(start, min(n, start + DISTANCE_LANES), WINDING_LANES):
+            _load_packet(points, part, WINDING_LANES, px, py, pz)
             _winding_numbers(px, py, pz, vertices, leaf_faces, leaf_start, first_leaf, expansion, beta,
                              winding_walk, total)
-            for q in range(half, min(n, half + WINDING_LANES)):
-                out_winding[q] = total[q - half]
+            for q in range(part, min(n, part + WINDING_LANES)):
+                out_winding[q] = total[q - part]
 
 
 def _sorted(bvh: TriangleBVH, points: np.ndarray):
