@@ -206,11 +206,6 @@ def _nearest_slots(px, py, pz, vertices, leaf_faces, leaf_start, first_leaf, box
     while top > 0:
         top -= 1
         node = stack[top]
-        needed = 0
-        for lane in range(DISTANCE_LANES):
-            needed += stack_d2[top, lane] < best[lane]
-        if needed == 0:
-            continue
         if node >= first_leaf:
             # Only the lanes that need this leaf (a third of them on average) are tested: they are
             # gathered into a dense run, padded by repeating the last to a whole number of
@@ -220,6 +215,8 @@ def _nearest_slots(px, py, pz, vertices, leaf_faces, leaf_start, first_leaf, box
                 if stack_d2[top, lane] < best[lane]:
                     lanes[count] = lane
                     count += 1
+            if count == 0:
+                continue
             padded = min(DISTANCE_LANES, (count + _VECTOR - 1) // _VECTOR * _VECTOR)
             for dense in range(padded):
                 lane = lanes[min(dense, count - 1)]
@@ -230,6 +227,11 @@ def _nearest_slots(px, py, pz, vertices, leaf_faces, leaf_start, first_leaf, box
                              dense_best, dense_slot)
             for dense in range(count):
                 best[lanes[dense]], best_slot[lanes[dense]] = dense_best[dense], dense_slot[dense]
+            continue
+        needed = 0
+        for lane in range(DISTANCE_LANES):
+            needed += stack_d2[top, lane] < best[lane]
+        if needed == 0:
             continue
         left = 2 * node + 1
         _box_distances2(px, py, pz, boxes, left, left_d2)
@@ -263,7 +265,7 @@ def _winding_numbers(px, py, pz, vertices, leaf_faces, leaf_start, first_leaf, e
     while some lane still needs it. `active[depth]` holds which lanes still need the node being
     visited at that depth (its ancestors were all opened for them); the walk is stackless, since
     in a perfect heap-ordered tree the next node after a subtree follows from the index alone."""
-    active, opened = walk
+    active, opened = walk[0], walk[1]
     reach = beta * beta if beta > 0.0 else -1.0
     for lane in range(WINDING_LANES):
         total[lane] = 0.0
@@ -343,8 +345,10 @@ def _nearest_walk():
 
 @njit(cache=True, inline="always")
 def _winding_walk():
-    """Per-thread scratch of `_winding_numbers`."""
-    return np.empty((_STACK, WINDING_LANES)), np.empty(WINDING_LANES)
+    """Per-thread scratch of `_winding_packet`: the walk's masks, then the lanes' points and sums."""
+    lanes = WINDING_LANES
+    return (np.empty((_STACK, lanes)), np.empty(lanes), np.empty(lanes), np.empty(lanes), np.empty(lanes),
+            np.empty(lanes))
 
 
 @njit(cache=True, inline="always", fastmath=_FASTMATH, error_model="numpy")
@@ -356,6 +360,16 @@ def _nearest_packet(points, start, vertices, leaf_faces, leaf_start, first_leaf,
     _load_packet(points, start, DISTANCE_LANES, px, py, pz)
     _nearest_slots(px, py, pz, vertices, leaf_faces, leaf_start, first_leaf, boxes, walk)
     return walk[0], walk[1]
+
+
+@njit(cache=True, inline="always", fastmath=_FASTMATH, error_model="numpy")
+def _winding_packet(points, start, vertices, leaf_faces, leaf_start, first_leaf, expansion, beta, walk, out):
+    """Winding numbers of the packet of points from `start`, written to `out` at their indices."""
+    px, py, pz, total = walk[2], walk[3], walk[4], walk[5]
+    _load_packet(points, start, WINDING_LANES, px, py, pz)
+    _winding_numbers(px, py, pz, vertices, leaf_faces, leaf_start, first_leaf, expansion, beta, walk, total)
+    for q in range(start, min(points.shape[0], start + WINDING_LANES)):
+        out[q] = total[q - start]
 
 
 @njit(cache=True, parallel=True, fastmath=_FASTMATH, error_model="numpy")
@@ -375,16 +389,9 @@ def _closest_kernel(points, vertices, leaf_faces, order, leaf_start, first_leaf,
 
 @njit(cache=True, parallel=True, fastmath=_FASTMATH, error_model="numpy")
 def _winding_kernel(points, vertices, leaf_faces, leaf_start, first_leaf, expansion, beta, out):
-    n = points.shape[0]
-    for packet in prange((n + WINDING_LANES - 1) // WINDING_LANES):
-        px, py, pz = np.empty(WINDING_LANES), np.empty(WINDING_LANES), np.empty(WINDING_LANES)
-        total = np.empty(WINDING_LANES)
-        start = packet * WINDING_LANES
-        _load_packet(points, start, WINDING_LANES, px, py, pz)
-        _winding_numbers(px, py, pz, vertices, leaf_faces, leaf_start, first_leaf, expansion, beta, _winding_walk(),
-                         total)
-        for q in range(start, min(n, start + WINDING_LANES)):
-            out[q] = total[q - start]
+    for packet in prange((points.shape[0] + WINDING_LANES - 1) // WINDING_LANES):
+        _winding_packet(points, packet * WINDING_LANES, vertices, leaf_faces, leaf_start, first_leaf, expansion, beta,
+                        _winding_walk(), out)
 
 
 @njit(cache=True, parallel=True, fastmath=_FASTMATH, error_model="numpy")
@@ -398,15 +405,10 @@ def _signed_kernel(points, vertices, leaf_faces, leaf_start, first_leaf, boxes, 
         best, _ = _nearest_packet(points, start, vertices, leaf_faces, leaf_start, first_leaf, boxes)
         for q in range(start, min(n, start + DISTANCE_LANES)):
             out_distance[q] = math.sqrt(best[q - start])
-        px, py, pz = np.empty(WINDING_LANES), np.empty(WINDING_LANES), np.empty(WINDING_LANES)
-        winding_walk = _winding_walk()
-        total = np.empty(WINDING_LANES)
+        walk = _winding_walk()
         for part in range(start, min(n, start + DISTANCE_LANES), WINDING_LANES):
-            _load_packet(points, part, WINDING_LANES, px, py, pz)
-            _winding_numbers(px, py, pz, vertices, leaf_faces, leaf_start, first_leaf, expansion, beta,
-                             winding_walk, total)
-            for q in range(part, min(n, part + WINDING_LANES)):
-                out_winding[q] = total[q - part]
+            _winding_packet(points, part, vertices, leaf_faces, leaf_start, first_leaf, expansion, beta, walk,
+                            out_winding)
 
 
 def _sorted(bvh: TriangleBVH, points: np.ndarray):
