@@ -3,8 +3,8 @@
 Install runs pip in the worker's Python (`python -m pip install --target <dependency folder>`),
 without a shell, reading its output on a thread; the preferences show a progress bar and the last
 line, the status bar says what it does, and the result is reported in words. Check runs
-core/environment.py in the worker's Python and keeps what it found (PyTorch version, CUDA or
-not, the GPU) for the preferences to show. Neither imports torch into Blender.
+core/service/environment.py in the worker's Python and keeps what it found (PyTorch version, CUDA
+or not, the GPU) for the preferences to show. Neither imports torch into Blender.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ import time
 import bpy
 from bpy.props import StringProperty
 
-from .jobs import PACKAGE_DIR, WorkerError, _log_tail, _pump, _spawn, _stop, redraw_areas
+from .jobs import PACKAGE_DIR, WorkerError, log_tail, pump, spawn, stop
+from .redraw import redraw_areas
+from .worker_env import addon_preferences, dependency_folder, worker_paths, worker_python
 
-ENVIRONMENT_MODULE = os.path.basename(PACKAGE_DIR) + ".core.environment"
+ENVIRONMENT_MODULE = os.path.basename(PACKAGE_DIR) + ".core.service.environment"
 # What the worker needs (torch, scikit-image and NumPy) and what makes it fast on the CPU (Numba,
 # libigl). CUDA builds of PyTorch bring Triton with them.
 PACKAGES = ("torch>=2.4", "scikit-image>=0.22", "scipy>=1.11", "numba>=0.60", "libigl>=2.5")
@@ -80,7 +82,7 @@ INSTALL = InstallState()
 
 
 class ProbeState:
-    """What core/environment.py found in the worker's Python, filled in by a thread."""
+    """What core/service/environment.py found in the worker's Python, filled in by a thread."""
 
     def __init__(self):
         self.report: dict | None = None
@@ -121,7 +123,7 @@ def start_install(python: str, target: str, packages=PACKAGES, wheel_folder: str
         raise WorkerError(f"cannot run pip with {python!r}: {error}") from error
     INSTALL.__init__()
     INSTALL.process, INSTALL.started, INSTALL.stage = process, time.monotonic(), "Starting pip"
-    threading.Thread(target=_pump, args=(process, INSTALL.messages, lambda code: {"type": "_exit", "code": code}),
+    threading.Thread(target=pump, args=(process, INSTALL.messages, lambda code: {"type": "_exit", "code": code}),
                      daemon=True).start()
 
 
@@ -129,7 +131,7 @@ def finish_install(cancelled: bool = False) -> bool:
     """Stop waiting for pip (terminating it when cancelled) and set the result text."""
     process = INSTALL.process
     if cancelled:
-        _stop(process, grace=2.0)
+        stop(process, grace=2.0)
         INSTALL.result, INSTALL.succeeded = "Install cancelled: run Install Dependencies again to finish it", False
     else:
         process.wait()
@@ -152,20 +154,20 @@ def finish_install(cancelled: bool = False) -> bool:
 
 
 def probe(python: str, extra_paths) -> dict:
-    """Run core/environment.py in `python` (blocking) and return its report."""
+    """Run core/service/environment.py in `python` (blocking) and return its report."""
     folder = tempfile.mkdtemp(prefix="neural_field_probe_")
     try:
         with open(os.path.join(folder, "probe.log"), "wb") as log:
-            process = _spawn(python, ENVIRONMENT_MODULE, [], folder, extra_paths, log, stdin=subprocess.DEVNULL)
+            process = spawn(python, ENVIRONMENT_MODULE, [], folder, extra_paths, log, stdin=subprocess.DEVNULL)
             try:
                 out, _ = process.communicate(timeout=PROBE_TIMEOUT)
             except subprocess.TimeoutExpired:
-                _stop(process, grace=1.0)
+                stop(process, grace=1.0)
                 raise WorkerError(f"{python} did not answer within {PROBE_TIMEOUT:.0f} s") from None
         for line in reversed(out.splitlines()):
             if line.startswith("{"):
                 return json.loads(line)
-        tail = _log_tail(os.path.join(folder, "probe.log"), lines=3)
+        tail = log_tail(os.path.join(folder, "probe.log"), lines=3)
         raise WorkerError(f"{python} could not run the check (exit code {process.returncode}): {tail or 'no output'}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -197,7 +199,7 @@ def _redraw_when_probed():
 
 
 def found_text() -> str:
-    from ..core.environment import summary
+    from ..core.service.environment import summary
 
     if PROBE.running:
         return "Checking the training Python..."
@@ -210,8 +212,6 @@ def found_text() -> str:
 
 def draw_status(layout, context) -> None:
     """The Found line and, while pip runs, its progress; the last install's result."""
-    from .preferences import worker_paths, worker_python
-
     python = worker_python(context)
     if PROBE.report is None and not PROBE.running and not PROBE.error or PROBE.python != python:
         start_probe(python, worker_paths())  # first look at the preferences, or another Python chosen
@@ -237,9 +237,7 @@ class NEURAL_FIELD_OT_install_dependencies(bpy.types.Operator):
     _timer = None
 
     def _start(self, context) -> bool:
-        from .preferences import dependency_folder, preferences, worker_python
-
-        prefs = preferences(context)
+        prefs = addon_preferences(context)
         wheels = bpy.path.abspath(prefs.wheel_folder) if prefs and prefs.wheel_folder else ""
         packages = self.packages.split() or PACKAGES
         try:
@@ -250,8 +248,6 @@ class NEURAL_FIELD_OT_install_dependencies(bpy.types.Operator):
         return True
 
     def _report_result(self, context) -> set:
-        from .preferences import worker_paths, worker_python
-
         if INSTALL.succeeded:
             self.report({"INFO"}, INSTALL.result)
             if not bpy.app.background:
@@ -320,8 +316,6 @@ class NEURAL_FIELD_OT_check_dependencies(bpy.types.Operator):
     bl_label = "Check"
 
     def execute(self, context):
-        from .preferences import worker_paths, worker_python
-
         python = worker_python(context)
         if not bpy.app.background:
             PROBE.python = ""

@@ -1,9 +1,10 @@
-"""Starting and driving the training worker (core/worker.py) and the live-preview server
-(core/preview.py) from Blender.
+"""Starting and driving the training worker (core/service/worker.py) and the live-preview server
+(core/service/preview.py) from Blender.
 
 No bpy here: a job is a private temporary folder holding job.json and the arrays, and a
 subprocess started without a shell. A reader thread moves the worker's JSON lines into a queue
-(it never touches bpy); the caller drains the queue from a modal timer or blocks on it.
+(it never touches bpy); the caller drains the queue from a modal timer or blocks on it. spawn,
+pump, stop and log_tail also drive dependencies.py's pip and environment-check processes.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import tempfile
 import threading
 import time
 
+from ..core.service.tasks import Task
+
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKER_MODULE = os.path.basename(PACKAGE_DIR) + ".core.worker"
-PREVIEW_MODULE = os.path.basename(PACKAGE_DIR) + ".core.preview"
+WORKER_MODULE = os.path.basename(PACKAGE_DIR) + ".core.service.worker"
+PREVIEW_MODULE = os.path.basename(PACKAGE_DIR) + ".core.service.preview"
 
 
 class WorkerError(RuntimeError):
@@ -39,7 +42,7 @@ def _package_root(folder: str) -> str:
     return root
 
 
-def _spawn(python: str, module: str, arguments: list, folder: str, extra_paths, stderr, stdin):
+def spawn(python: str, module: str, arguments: list, folder: str, extra_paths, stderr, stdin):
     """Start `python -m module arguments...` without a shell, in `folder`, with our package and
     `extra_paths` (the dependency folder) on its path and stdout as a text pipe."""
     env = dict(os.environ)
@@ -77,7 +80,7 @@ def _parse_line(line: str):
     return message
 
 
-def _pump(process, messages: queue.Queue, last) -> None:
+def pump(process, messages: queue.Queue, last) -> None:
     """Move the process's JSON lines into `messages` (a reader thread's loop); when its stdout
     closes, wait for it and put `last(exit code)`."""
     for line in process.stdout:
@@ -88,18 +91,8 @@ def _pump(process, messages: queue.Queue, last) -> None:
     messages.put(last(process.returncode))
 
 
-def redraw_areas(area_type: str) -> None:
-    """Tag every area of a type (VIEW_3D, PREFERENCES) in every window for redraw: progress that
-    a timer or modal handler updates shows without waiting for the next mouse event."""
-    import bpy
-
-    for window in bpy.context.window_manager.windows:
-        for area in window.screen.areas:
-            if area.type == area_type:
-                area.tag_redraw()
-
-
-def _log_tail(path: str, lines: int = 6) -> str:
+def log_tail(path: str, lines: int = 6) -> str:
+    """The last `lines` lines of a process's log, joined on one line for a message."""
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
             text = handle.read().strip().splitlines()
@@ -108,7 +101,7 @@ def _log_tail(path: str, lines: int = 6) -> str:
     return " | ".join(text[-lines:])
 
 
-def _stop(process, grace: float) -> None:
+def stop(process, grace: float) -> None:
     """Terminate, then kill if the process has not exited within `grace` seconds."""
     if process and process.poll() is None:
         process.terminate()
@@ -123,7 +116,7 @@ def _stop(process, grace: float) -> None:
 
 
 class WorkerJob:
-    """One run of the worker over a list of tasks (see core/worker.py for their fields)."""
+    """One run of the worker over a list of tasks (see core/service/worker.py and tasks.py for their fields)."""
 
     def __init__(self, python: str | None = None, extra_paths: tuple[str, ...] = (), options: dict | None = None):
         # mkdtemp creates the folder readable by this user only (mode 0700).
@@ -142,22 +135,24 @@ class WorkerJob:
     def path(self, name: str) -> str:
         return os.path.join(self.folder, name)
 
-    def add_task(self, task: dict) -> int:
-        self.tasks.append(task)
+    def add_task(self, task: Task | dict) -> int:
+        """Add a task (core/service/tasks.py), or its JSON object as the worker reads it; returns
+        its index, the `task` of its messages."""
+        self.tasks.append(task.to_dict() if isinstance(task, Task) else dict(task))
         return len(self.tasks) - 1
 
     def start(self) -> None:
         with open(self.path("job.json"), "w", encoding="utf-8") as handle:
             json.dump({**self.options, "tasks": self.tasks}, handle)
         self._stderr = open(self.path("worker.log"), "wb")
-        self.process = _spawn(self.python, WORKER_MODULE, [self.path("job.json")], self.folder, self.extra_paths,
+        self.process = spawn(self.python, WORKER_MODULE, [self.path("job.json")], self.folder, self.extra_paths,
                               self._stderr, stdin=subprocess.DEVNULL)
         self.started_at = time.monotonic()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
-        _pump(self.process, self.messages, lambda code: {"type": "_exit", "code": code})
+        pump(self.process, self.messages, lambda code: {"type": "_exit", "code": code})
 
     def poll(self) -> list[dict]:
         """Messages received since the last call, without blocking. The last one of a job is
@@ -193,11 +188,11 @@ class WorkerJob:
         ]
 
     def log_tail(self, lines: int = 6) -> str:
-        return _log_tail(self.path("worker.log"), lines)
+        return log_tail(self.path("worker.log"), lines)
 
     def cancel(self, grace: float = 0.5) -> None:
         """Stop the worker: terminate, then kill if it has not exited within `grace` seconds."""
-        _stop(self.process, grace)
+        stop(self.process, grace)
         self.done = True
 
     def cleanup(self) -> None:
@@ -210,7 +205,7 @@ class WorkerJob:
 
 
 class PreviewSession:
-    """A live-preview server (core/preview.py) holding one shape space: request() sends a blend
+    """A live-preview server (core/service/preview.py) holding one shape space: request() sends a blend
     and returns its id; poll() gives the replies. Only the newest mesh matters to the caller, and
     the server skips blends that a newer one has overtaken, so requests may be sent freely."""
 
@@ -222,7 +217,7 @@ class PreviewSession:
         self.next_id = 0
         self.loaded = None  # the 'loaded' reply once the space is in memory
         self._stderr = open(os.path.join(self.folder, "preview.log"), "wb")
-        self.process = _spawn(python or sys.executable, PREVIEW_MODULE, [], self.folder,
+        self.process = spawn(python or sys.executable, PREVIEW_MODULE, [], self.folder,
                               tuple(p for p in extra_paths if p), self._stderr, stdin=subprocess.PIPE)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -246,12 +241,12 @@ class PreviewSession:
             self.process.stdin.write(json.dumps(message) + "\n")
             self.process.stdin.flush()
         except (OSError, ValueError) as error:  # the server has exited (its pipe is closed)
-            raise WorkerError(f"the preview worker has stopped: {_log_tail(self._log_path()) or error}") from error
+            raise WorkerError(f"the preview worker has stopped: {log_tail(self._log_path()) or error}") from error
 
     def _read(self) -> None:
-        _pump(self.process, self.messages, lambda code: {
+        pump(self.process, self.messages, lambda code: {
             "type": "error", "id": None, "fatal": True,
-            "message": f"the preview worker stopped (exit code {code}): {_log_tail(self._log_path()) or 'no output'}"})
+            "message": f"the preview worker stopped (exit code {code}): {log_tail(self._log_path()) or 'no output'}"})
 
     def _log_path(self) -> str:
         return os.path.join(self.folder, "preview.log")
@@ -277,7 +272,7 @@ class PreviewSession:
                 self.process.wait(timeout=1.0)
             except (WorkerError, subprocess.TimeoutExpired):
                 pass
-        _stop(self.process, grace=0.5)
+        stop(self.process, grace=0.5)
         self._reader.join(timeout=2)
         self._stderr.close()
         shutil.rmtree(self.folder, ignore_errors=True)

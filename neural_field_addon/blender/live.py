@@ -1,6 +1,6 @@
 """Live preview of a shape-space blend: while Shape A, Shape B or Mix change, a preview object
 over the field object shows the blend, extracted by a long-lived preview worker (jobs.py,
-core/preview.py) that keeps the space loaded.
+core/service/preview.py) that keeps the space loaded.
 
 One preview runs at a time. It lives in Python memory, like a running job: nothing of it is
 undone or saved except the preview object itself, which is looked up by name every time (an undo
@@ -17,8 +17,9 @@ import time
 import bpy
 
 from . import mesh_bridge, storage
-from .jobs import PreviewSession, WorkerError, redraw_areas
-from .preferences import job_device, worker_paths, worker_python
+from .jobs import PreviewSession, WorkerError
+from .redraw import redraw_areas
+from .worker_env import job_device, worker_paths, worker_python
 
 PREVIEW_SUFFIX = ".preview"
 POLL_SECONDS = 0.02
@@ -161,7 +162,7 @@ def wait(timeout: float = 30.0) -> bool:
 
 
 def _show(message: dict) -> None:
-    from ..core.meshio import load_mesh
+    from ..core.io.meshio import load_mesh
 
     owner = bpy.data.objects.get(LIVE.owner)
     if owner is None:  # deleted (or undone) while previewing

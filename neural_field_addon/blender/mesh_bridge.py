@@ -5,7 +5,6 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
-
 # Object types whose evaluated geometry is a mesh (text, curves with a bevel or extrusion, NURBS
 # surfaces and metaballs become triangles as the viewport shows them).
 GEOMETRY_TYPES = {"MESH", "CURVE", "SURFACE", "FONT", "META"}

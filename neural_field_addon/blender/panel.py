@@ -5,7 +5,9 @@ from __future__ import annotations
 import bpy
 
 from . import live
-from .operators import STATE
+from .driver import STATE
+from .field_objects import space_shape_count
+from .storage import absolute_path, field_problem
 
 
 class VIEW3D_PT_neural_field(bpy.types.Panel):
@@ -50,14 +52,11 @@ class VIEW3D_PT_neural_field(bpy.types.Panel):
 
     @staticmethod
     def _draw_field(layout, obj, context):
-        from .operators import _space_shape_count
-        from .storage import absolute_path, field_problem
-
         record = obj.neural_field
         box = layout.box()
         box.label(text=f"Field of {record.source_name or '?'}", icon="OUTLINER_DATA_META")
         path = absolute_path(record.field_path)
-        problem = field_problem(path, _space_shape_count(record))
+        problem = field_problem(path, space_shape_count(record))
         if problem:
             box.label(text=problem, icon="ERROR")
             box.operator("neural_field.locate_field", icon="FILEBROWSER")

@@ -1,18 +1,17 @@
 """Add-on preferences (Edit > Preferences > Add-ons > Neural Field): the compute device and what
 to do when CUDA fails, where new field files go, the Python interpreter that runs the worker,
-and the dependency folder with its Install Dependencies button and what was found there."""
+and the dependency folder with its Install Dependencies button and what was found there. What
+the settings mean for a job (the worker's Python, paths, device, options) is worker_env.py's."""
 
 from __future__ import annotations
-
-import os
-import sys
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
 
 from . import dependencies
 from .properties import DEVICE_ITEMS
-from .storage import ADDON_PACKAGE, user_folder
+from .storage import ADDON_PACKAGE
+from .worker_env import dependency_folder, worker_python
 
 
 class NeuralFieldPreferences(bpy.types.AddonPreferences):
@@ -66,48 +65,4 @@ class NeuralFieldPreferences(bpy.types.AddonPreferences):
         row.operator("neural_field.install_dependencies", icon="IMPORT")
         row.operator("neural_field.check_dependencies", icon="FILE_REFRESH")
         box.prop(self, "wheel_folder")
-
-
-def preferences(context=None):
-    context = context or bpy.context
-    addon = context.preferences.addons.get(ADDON_PACKAGE)
-    return addon.preferences if addon else None
-
-
-def worker_python(context=None) -> str:
-    prefs = preferences(context)
-    if prefs and prefs.python_path:
-        return bpy.path.abspath(prefs.python_path)
-    return sys.executable
-
-
-def dependency_folder() -> str:
-    """Where `Install Dependencies` puts PyTorch and friends for Blender's own Python."""
-    return user_folder("deps")
-
-
-def worker_paths() -> tuple[str, ...]:
-    folder = dependency_folder()
-    return (folder,) if os.path.isdir(folder) and os.listdir(folder) else ()
-
-
-def job_device(context=None) -> str:
-    """The device a job asks for: the panel's Device, or the preferences' where it says so."""
-    context = context or bpy.context
-    device = context.scene.neural_field.device
-    if device == "PREFERENCES":
-        prefs = preferences(context)
-        device = prefs.device if prefs else "AUTO"
-    return device.lower()
-
-
-def job_options(context=None) -> dict:
-    """Job-level worker options from the preferences (see core/worker.py)."""
-    prefs = preferences(context)
-    if prefs is None:
-        return {}
-    options = {"cpu_fallback": bool(prefs.cpu_fallback)}
-    if prefs.gpu_memory_limit < 1.0:
-        options["gpu_memory_fraction"] = float(prefs.gpu_memory_limit)
-    return options
 

@@ -217,8 +217,10 @@ class NeuralFieldObjectSettings(bpy.types.PropertyGroup):
 
 
 def fit_task_settings(settings: NeuralFieldSceneSettings, device: str) -> dict:
-    """The preset and config fields of a fit task. With the Auto preset the worker picks Fast or
-    Compact for the device it finds, and only steps, seed and device come from the panel."""
+    """The panel's network and training settings as FitTask's `preset`, `field_config` and
+    `train_config` (core/service/tasks.py), for `FitTask(**fit_task_settings(...), ...)`. With
+    the Auto preset the worker picks Fast or Compact for the device it finds, and only steps,
+    seed and device come from the panel."""
     field = {"init_seed": settings.seed}
     train = {"steps": settings.steps, "seed": settings.seed, "device": device}
     if settings.preset == "AUTO":

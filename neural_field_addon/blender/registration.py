@@ -1,4 +1,6 @@
-"""register()/unregister(): classes in order, properties attached to Scene and Object."""
+"""register()/unregister(): classes in order (the property groups before what uses them, a parent
+panel before its child), properties attached to Scene and Object, and the handlers of the live
+preview and of field storage."""
 
 from __future__ import annotations
 

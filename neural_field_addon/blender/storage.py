@@ -77,7 +77,7 @@ def field_problem(path: str, space_shapes: int = 0) -> str:
     """'' if `path` is a usable field file, else what is wrong with it: missing, corrupt, not a
     field, from a newer add-on, or (space_shapes > 0) not a shape space with that many shapes.
     Reads only the header, with NumPy (no torch in Blender's process)."""
-    from ..core.fileheader import SPACE_CONTENT, FieldFileError, read_header
+    from ..core.io.fileheader import SPACE_CONTENT, FieldFileError, read_header
 
     if not path or not os.path.isfile(path):
         return f"Field file missing: {path or '(none)'}"

@@ -1,6 +1,9 @@
-"""Choice of compute device."""
+"""Choice of compute device, and which optional kernel libraries this Python has."""
 
 from __future__ import annotations
+
+import functools
+import importlib.util
 
 
 def resolve_device(name: str = "auto") -> str:
@@ -34,3 +37,15 @@ def flush_denormals() -> None:
     import torch
 
     torch.set_flush_denormal(True)
+
+
+@functools.lru_cache(maxsize=None)
+def triton_available() -> bool:
+    """Whether Triton is installed (CUDA builds of PyTorch bring it): the GPU kernels need it."""
+    return importlib.util.find_spec("triton") is not None
+
+
+@functools.lru_cache(maxsize=None)
+def numba_available() -> bool:
+    """Whether Numba is installed: the CPU kernels need it."""
+    return importlib.util.find_spec("numba") is not None

@@ -18,6 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .hashgrid import encode_reference
+
 
 @triton.jit
 def _corner_address(cx, cy, cz, dx: tl.constexpr, dy: tl.constexpr, dz: tl.constexpr, resolution, entries,
@@ -176,8 +178,6 @@ def supports(features: int) -> bool:
 
 def hashgrid_encode(grid, points: torch.Tensor) -> torch.Tensor:
     """Fused encoding of field-space points (q, 3) on CUDA -> (q, levels * features) float32."""
-    from .hashgrid import encode_reference
-
     if not supports(grid.features):
         return encode_reference(grid, points)
     levels = getattr(grid, "_levels_cuda", None)

@@ -12,7 +12,7 @@ import zipfile
 
 import numpy as np
 
-from .geometry import TriangleMesh
+from ..geometry import TriangleMesh
 
 MESH_SUFFIXES = (".obj", ".ply", ".npz")
 

@@ -18,12 +18,12 @@ from typing import Callable
 
 import torch
 
-from .config import FieldConfig, TrainConfig, check_compatible
-from .devices import describe_device, flush_denormals, resolve_device
-from .field import NeuralField
-from .geometry import DeviceSampler, FieldTransform, MeshQuery, TriangleMesh
-from .geometry.bvh import morton_order_tensor
-from .networks import FieldNetwork, parameter_count
+from ..config import FieldConfig, TrainConfig, check_compatible
+from ..devices import describe_device, flush_denormals, resolve_device
+from ..fields.field import NeuralField
+from ..fields.networks import FieldNetwork, parameter_count
+from ..geometry import DeviceSampler, FieldTransform, MeshQuery, TriangleMesh
+from ..geometry.bvh import morton_order_tensor
 from .objectives import SDF_LOSSES, eikonal, occupancy_bce
 
 
@@ -64,7 +64,7 @@ class FieldFitter:
         if initial_state is not None:
             self.network.load_state_dict(initial_state)
         self.network = self.network.to(self.device)
-        self.autocast = _autocast_dtype(self.field_config, self.train_config, self.device)
+        self.autocast = autocast_dtype(self.field_config, self.train_config, self.device)
         cuda_hash_grid = self.device == "cuda" and self.field_config.encoding == "hashgrid"
         # Sorted batches help the hash-grid kernel's memory access; elsewhere order is moot.
         self._sorted_batches = cuda_hash_grid
@@ -312,7 +312,7 @@ class _GraphedStep:
         self.graph.replay()
 
 
-def _autocast_dtype(field_config: FieldConfig, train_config: TrainConfig, device: str):
+def autocast_dtype(field_config: FieldConfig, train_config: TrainConfig, device: str):
     """bf16 for the MLP where it keeps accuracy and pays: hash-grid fields on CUDA ('auto')."""
     if device != "cuda" or train_config.precision == "fp32":
         return None

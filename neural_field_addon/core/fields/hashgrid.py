@@ -8,17 +8,17 @@ are the trilinear interpolation of its cell's eight vertices, per level, concate
 
 All levels live in one parameter `table` of shape (entries, F); `level_offset[l]` is where
 level l begins, so dense levels cost only what they use (as in tiny-cuda-nn). This module is
-the reference; `hashgrid_triton` computes the same function in one fused kernel on CUDA, and
-`hashgrid_cpu` in a Numba kernel for inference on the CPU.
+the reference, in plain PyTorch; the kernels import it: `hashgrid_triton` computes the same
+function in one fused kernel on CUDA, `hashgrid_cpu` in a Numba kernel for inference on the
+CPU. `encodings.HashGridEncoding` (the module a network holds) chooses among them, as
+`geometry.MeshQuery` chooses among the BVH walks.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
-from torch import nn
 
 HASH_PRIMES = (1, 2654435761, 805459861)
 # Corner k of a cell is offset by its bits (k & 1, k >> 1 & 1, k >> 2 & 1).
@@ -48,65 +48,20 @@ def vertex_index(cx, cy, cz, resolution: int, entries: int, dense: bool):
     return ((cx * HASH_PRIMES[0]) ^ (cy * HASH_PRIMES[1]) ^ (cz * HASH_PRIMES[2])) & (entries - 1)
 
 
+def level_tensor(layout, device) -> torch.Tensor:
+    """(levels, 4) int64 of a level_layout: resolution, entries, offset, dense flag (for the kernels)."""
+    return torch.tensor([[r, e, o, int(d)] for r, e, o, d in layout], dtype=torch.int64, device=device)
+
+
 def unit_coordinates(points: torch.Tensor, bound: float) -> torch.Tensor:
     """Field-space points mapped to [0, 1]^3 over the encoded cube (outside is clamped)."""
     return ((points + bound) / (2.0 * bound)).clamp(0.0, 1.0)
 
 
-class HashGridEncoding(nn.Module):
-    def __init__(self, levels: int = 16, features: int = 2, log2_size: int = 19, base_resolution: int = 16,
-                 finest_resolution: int = 2048, bound: float = 1.25, seed: int = 0):
-        super().__init__()
-        self.levels, self.features, self.bound = levels, features, float(bound)
-        self.layout = level_layout(levels, log2_size, base_resolution, finest_resolution)
-        total = sum(entries for _, entries, _, _ in self.layout)
-        generator = torch.Generator().manual_seed(seed)
-        # Instant-NGP's initialisation: small uniform values, so the MLP first sees ~zero features.
-        self.table = nn.Parameter((torch.rand(total, features, generator=generator) * 2.0 - 1.0) * 1e-4)
-        self.out_dim = levels * features
-        # Fused kernels where available: Triton on CUDA; Numba on the CPU for inference only.
-        self.use_kernel = True
-
-    def level_tensor(self, device) -> torch.Tensor:
-        """(levels, 4) int64: resolution, entries, offset, dense flag (for the kernel)."""
-        return torch.tensor([[r, e, o, int(d)] for r, e, o, d in self.layout], dtype=torch.int64, device=device)
-
-    def forward(self, points: torch.Tensor) -> torch.Tensor:
-        if self.use_kernel and points.is_cuda and not points.requires_grad and _triton_available():
-            from .hashgrid_triton import hashgrid_encode
-
-            return hashgrid_encode(self, points)
-        if self.use_kernel and self._cpu_inference(points) and _numba_available():
-            from .hashgrid_cpu import hashgrid_encode_cpu
-
-            return hashgrid_encode_cpu(self, points)
-        return encode_reference(self, points)
-
-    def _cpu_inference(self, points: torch.Tensor) -> bool:
-        """Whether the Numba kernel may serve this call: on the CPU, no gradient wanted (it has no
-        backward, so training and field gradients keep the reference) and a float32 table (its
-        output is float32; a `.double()` network keeps the reference's float64)."""
-        needs_grad = torch.is_grad_enabled() and (points.requires_grad or self.table.requires_grad)
-        return points.device.type == "cpu" and not needs_grad and self.table.dtype == torch.float32
-
-
-@functools.lru_cache(maxsize=None)
-def _triton_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("triton") is not None
-
-
-@functools.lru_cache(maxsize=None)
-def _numba_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("numba") is not None
-
-
-def encode_reference(grid: HashGridEncoding, points: torch.Tensor) -> torch.Tensor:
-    """Plain-PyTorch hash encoding of field-space points (q, 3) -> (q, levels * features); the
-    eight corners of a level are handled as one (q, 8) batch of indices and weights."""
+def encode_reference(grid, points: torch.Tensor) -> torch.Tensor:
+    """Plain-PyTorch hash encoding of field-space points (q, 3) -> (q, levels * features) by a
+    grid (an encodings.HashGridEncoding: its table, layout and bound); the eight corners of a
+    level are handled as one (q, 8) batch of indices and weights."""
     unit = unit_coordinates(points.float(), grid.bound)
     corners = torch.tensor(_CORNERS, device=points.device)  # (8, 3)
     outputs = []

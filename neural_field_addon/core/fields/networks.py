@@ -19,9 +19,10 @@ import math
 import torch
 from torch import nn
 
-from .config import FieldConfig
+from ..config import FieldConfig, conditioning_width
+from ..devices import triton_available
 from .encodings import build_encoding
-
+from .fused_trunk_shapes import fused_trunk_eligible
 
 OCCUPANCY_PRIOR_LOGIT = -2.0
 # Occupancy logits are the head's output times this: the trunk then works at the scale of
@@ -105,11 +106,9 @@ class FieldNetwork(nn.Module):
         float32 evaluation (extraction) keeps the PyTorch layers. Not where a gradient with respect
         to the points is wanted (an eikonal term): the kernels' backward is not differentiable. Nor
         where this GPU cannot run them for this shape (mlp_triton.runs_on)."""
-        from .hashgrid import _triton_available
-
         if not (self.fused_trunk and points.is_cuda and not points.requires_grad
                 and torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.bfloat16
-                and _triton_available()):
+                and triton_available()):
             return False
         from .mlp_triton import runs_on
 
@@ -133,24 +132,6 @@ class FieldNetwork(nn.Module):
         """Negative inside, positive outside, zero on the surface, whatever the kind."""
         out = self.forward(points, code)
         return -out if self.config.kind == "occupancy" else out
-
-
-FUSED_TRUNK_MAX_DEPTH = 3  # the hidden layers mlp_triton's kernels are written for
-
-
-def fused_trunk_eligible(config: FieldConfig) -> bool:
-    """Whether mlp_triton's kernels compute this network's trunk and head: a hash grid whose
-    output width is a power of two (16-256), 1-3 hidden ReLU layers of width 16-128 without
-    biases (a hash grid's trunk has none), no skip connection, no latent conditioning."""
-    encoded = config.hash_levels * config.hash_features
-    return (config.encoding == "hashgrid" and config.activation == "relu" and config.width in (16, 32, 64, 128)
-            and 1 <= config.depth <= FUSED_TRUNK_MAX_DEPTH and not (0 < config.skip_layer <= config.depth)
-            and conditioning_width(config) == 0 and 16 <= encoded <= 256 and encoded & (encoded - 1) == 0)
-
-
-def conditioning_width(config: FieldConfig) -> int:
-    """What a decoder takes beside the encoded point: the code, and the latent grid's features."""
-    return config.latent_dim + (config.latent_grid_features if config.latent_grid else 0)
 
 
 def sample_latent_grids(grids: torch.Tensor, shape: torch.Tensor, points: torch.Tensor, low: torch.Tensor,

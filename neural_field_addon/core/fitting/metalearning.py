@@ -26,13 +26,13 @@ from dataclasses import dataclass, field as dataclass_field
 
 import torch
 
-from .config import FieldConfig, TrainConfig, check_compatible
-from .devices import flush_denormals, resolve_device
-from .field import NeuralField
-from .geometry import FieldTransform, TriangleMesh
-from .networks import FieldNetwork
+from ..config import FieldConfig, TrainConfig, check_compatible
+from ..devices import flush_denormals, resolve_device
+from ..fields.field import NeuralField
+from ..fields.networks import FieldNetwork
+from ..geometry import FieldTransform, TriangleMesh
+from .fitter import FieldFitter, FitCancelled, sample_pool
 from .objectives import clamped_error
-from .training import FieldFitter, FitCancelled, sample_pool
 
 # Ridge strength, relative to the number of points in the solve: the head stays at the least-
 # squares solution (1e-3 was measured too strong, 1e-8 the same as 1e-6).

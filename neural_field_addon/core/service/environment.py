@@ -1,4 +1,4 @@
-"""What the training Python has: python -m <package>.core.environment prints one JSON object.
+"""What the training Python has: python -m <package>.core.service.environment prints one JSON object.
 
 Blender runs this in the worker's interpreter (with the dependency folder on its path) to show
 in the add-on preferences what was found: PyTorch and its version, CUDA or not, the GPU, and the

@@ -1,4 +1,4 @@
-"""Live preview server: python -m <package>.core.preview
+"""Live preview server: python -m <package>.core.service.preview
 
 A long-lived process that keeps one shape space loaded, so each position of a dragged slider
 costs one extraction, not a process start, imports and a file load (seconds). It speaks JSON
@@ -30,7 +30,7 @@ import threading
 import time
 import traceback
 
-from .worker import _Channel
+from .protocol import Channel
 
 PREVIEW_RESOLUTION = 64
 # Tiles of the preview's band: the thinnest band on the CPU, where samples cost most.
@@ -84,15 +84,17 @@ class PreviewServer:
         self.seed_resolution = None
 
     def load(self, request: dict) -> dict:
-        from .devices import resolve_device
-        from .fieldfile import is_space, load_space
+        from ..devices import resolve_device
+        from ..fields.shapespace import ShapeSpace
+        from ..io.fieldfile import load
 
         start = time.perf_counter()
         path = request.get("path", "")
-        if not is_space(path):
-            raise ValueError(f"{path} is not a shape-space file")
         device = resolve_device(request.get("device", "auto"))
-        self.space = load_space(path, device=device)
+        space = load(path, device=device)
+        if not isinstance(space, ShapeSpace):
+            raise ValueError(f"{path} is not a shape-space file")
+        self.space = space
         self.lipschitz, self.seed, self.seed_resolution = None, None, None
         return {"shapes": len(self.space), "names": list(self.space.names), "device": device,
                 "seconds": time.perf_counter() - start}
@@ -100,14 +102,15 @@ class PreviewServer:
     def blend(self, request: dict, refine: bool = False) -> dict:
         """Extract the requested blend and write it; `refine` classifies the grid in full and
         returns None if that finds the same surface as the seeded extraction did."""
-        from .extraction import EmptySurfaceError, ExtractionReport, extract_isosurface
-        from .meshio import save_mesh
+        from ..fields.shapespace import select_field
+        from ..io.meshio import save_mesh
+        from ..surface.extraction import EmptySurfaceError, ExtractionReport, extract_isosurface
 
         if self.space is None:
             raise ValueError("no shape space is loaded")
         start = time.perf_counter()
         weights = {int(index): float(weight) for index, weight in request["weights"].items()}
-        field = self.space.blend(weights, spherical=bool(request.get("slerp", False)))
+        field = select_field(self.space, blend=weights, slerp=bool(request.get("slerp", False)))
         resolution, level = int(request.get("resolution", PREVIEW_RESOLUTION)), float(request.get("level", 0.0))
         tile = PREVIEW_TILE.get(field.device.type)
         seeded = not refine and self.seed is not None and self.seed_resolution == resolution
@@ -121,7 +124,7 @@ class PreviewServer:
             seeded, report = False, ExtractionReport("adaptive", resolution, level)  # the surface left the seed
             surface = extract_isosurface(field, resolution, level, tile=tile, lipschitz=self.lipschitz,
                                          report=report)
-        if self.space.config.kind == "sdf" and self.lipschitz is None:
+        if field.kind == "sdf" and self.lipschitz is None:
             self.lipschitz = report.lipschitz
         unchanged = refine and self.seed is not None and bool((report.surface_tiles == self.seed).all())
         self.seed, self.seed_resolution = report.surface_tiles, resolution
@@ -135,7 +138,7 @@ class PreviewServer:
 
 
 def main() -> int:
-    channel = _Channel()
+    channel = Channel()
     stdin = sys.stdin
     sys.stdin = open(os.devnull)  # nothing else may read the request stream
     requests: queue.Queue = queue.Queue()

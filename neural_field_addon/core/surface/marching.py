@@ -55,8 +55,8 @@ def _bare_main():
 def _worker_pool(workers: int):
     """A process pool kept for the life of the process, its workers all started at once."""
     global _POOL
-    from concurrent.futures import ProcessPoolExecutor
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
     if _POOL is None or _POOL._max_workers != workers:
         if _POOL is not None:

@@ -12,8 +12,8 @@ a program keeps a tile of points' activations in registers through the whole MLP
 
 Numerics are those of bf16 autocast: bf16 matrix operands, fp32 accumulation (the head's output
 is not rounded to bf16, so it is slightly more accurate). Used for training on CUDA under bf16
-autocast when `networks.fused_trunk_eligible` says the network has this shape; checked against the PyTorch layers in
-the CUDA tests.
+autocast when `fused_trunk_shapes.fused_trunk_eligible` says the network has this shape; checked
+against the PyTorch layers in the CUDA tests.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .networks import FUSED_TRUNK_MAX_DEPTH as MAX_DEPTH  # fused_trunk_eligible holds the shapes computed here
+from .fused_trunk_shapes import FUSED_TRUNK_MAX_DEPTH as MAX_DEPTH  # fused_trunk_eligible: the shapes computed here
 
 
 @triton.jit

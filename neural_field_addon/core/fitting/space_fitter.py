@@ -1,11 +1,9 @@
-"""Shape spaces: one decoder and one latent code per shape, fitted together (DeepSDF's auto-decoder,
-Park et al. 2019), and the fields between them.
+"""Fitting a shape space: one decoder and one latent code per shape, fitted together (DeepSDF's
+auto-decoder, Park et al. 2019); the value it makes is fields/shapespace.py.
 
 Each shape is normalised into field space by its own transform (its bounding box centred, its
 longest side spanning [-1, 1]), as DeepSDF normalises every shape to the unit sphere: the decoder
-then learns shapes, not positions and sizes. The transforms are kept, so shape i extracts where
-its source was; a blend of shapes gets the blend of their transforms (centres weighted, scales
-weighted geometrically). Codes start at N(0, 0.01^2) and are held near the origin by a penalty
+then learns shapes, not positions and sizes. Codes start at N(0, 0.01^2) and are held near the origin by a penalty
 on their squared norm, the Gaussian prior of the auto-decoder.
 
 Between the codes the decoder is also supervised (mixed-code supervision): a quarter of each batch
@@ -22,23 +20,21 @@ steps (docs/BENCHMARKS.md).
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field as dataclass_field, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
 from torch import nn
 
-from .config import FieldConfig, TrainConfig, check_compatible
-from .devices import flush_denormals, resolve_device
-from .field import NeuralField
-from .geometry import FieldTransform, MeshQuery, TriangleMesh
-from .networks import ConditionedNetwork, FieldNetwork, sample_latent_grids
-from .objectives import SDF_LOSSES, clamped_error, occupancy_bce
-from .training import FieldFitter, _autocast_dtype, sample_pool
+from ..config import DEFAULT_LATENT_DIM, MIX_WEIGHT, FieldConfig, TrainConfig, check_compatible, space_configs
+from ..devices import flush_denormals, resolve_device
+from ..fields.networks import FieldNetwork, sample_latent_grids
+from ..fields.shapespace import ShapeSpace
+from ..geometry import FieldTransform, MeshQuery
+from .fitter import FieldFitter, autocast_dtype, sample_pool
+from .objectives import SDF_LOSSES, occupancy_bce
 
-DEFAULT_LATENT_DIM = 64
 # Weight of the codes' mean squared norm in the loss: DeepSDF's prior (sigma = 0.01 at their loss
 # scale); stronger flattens the space, weaker lets codes drift apart and the middle go empty.
 CODE_REGULARIZATION = 1e-4
@@ -46,7 +42,6 @@ CODE_INIT_STD = 0.01
 # Mixed-code supervision: its share of the batch, its weight against the shapes' own loss, and the
 # quantisation of t (t travels as an integer in the batch index, which a CUDA graph copies in).
 MIX_FRACTION = 0.25
-MIX_WEIGHT = 0.25
 MIX_T_STEPS = 1 << 16
 # Over the last 30% of the steps the blends' weight falls linearly to 0: the decoder's last, fine
 # steps serve the shapes themselves, and the blends keep the form the earlier steps gave them.
@@ -60,128 +55,6 @@ MIX_ANNEAL_FRACTION = 0.3
 # a single fit (2.23-2.30x without grids), every endpoint and blend in one piece (BENCHMARKS.md).
 LATENT_GRID_LR_SCALE = 10.0
 LATENT_GRID_SMOOTHNESS = 0.1
-
-
-def interpolate_codes(a: torch.Tensor, b: torch.Tensor, t: float, spherical: bool = False) -> torch.Tensor:
-    """The code a fraction t from a to b: along the segment, or (spherical) along the great
-    circle with the norm interpolated linearly, which keeps in-between codes at the norms the
-    prior holds codes at instead of shrinking them through the origin."""
-    if not spherical:
-        return (1.0 - t) * a + t * b
-    norm_a, norm_b = a.norm(), b.norm()
-    if float(norm_a) == 0.0 or float(norm_b) == 0.0:
-        return (1.0 - t) * a + t * b
-    unit_a, unit_b = a / norm_a, b / norm_b
-    angle = torch.arccos(torch.clamp((unit_a * unit_b).sum(), -1.0, 1.0))
-    if float(angle) < 1e-6:
-        direction = unit_a
-    else:
-        direction = (torch.sin((1.0 - t) * angle) * unit_a + torch.sin(t * angle) * unit_b) / torch.sin(angle)
-    return direction * ((1.0 - t) * norm_a + t * norm_b)
-
-
-@dataclass
-class ShapeSpace:
-    config: FieldConfig  # the decoder's (latent_dim > 0)
-    network: FieldNetwork
-    codes: torch.Tensor  # (shapes, latent_dim)
-    names: list
-    transforms: list  # FieldTransform per shape
-    # One box in field space for every shape (the union of their padded boxes).
-    box_low: np.ndarray
-    box_high: np.ndarray
-    report: dict = dataclass_field(default_factory=dict)
-    # With FieldConfig.latent_grid: each shape's grid (shapes, R, R, R, C) over [grid_low, grid_high].
-    grids: torch.Tensor | None = None
-    grid_low: np.ndarray | None = None
-    grid_high: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.codes)
-
-    @property
-    def device(self) -> torch.device:
-        return self.codes.device
-
-    def field_for_code(self, code: torch.Tensor, transform: FieldTransform,
-                       grid: torch.Tensor | None = None) -> NeuralField:
-        """The field of a code (and, with latent grids, a grid: the space's mean if none is given)."""
-        if grid is None:
-            grid = self.mean_grid()
-        return NeuralField(
-            config=replace(self.config, latent_dim=0, latent_grid=0),
-            network=ConditionedNetwork(self.network, code.to(self.device), grid, self.grid_low, self.grid_high),
-            transform=transform,
-            box_low=self.box_low,
-            box_high=self.box_high,
-            report=dict(self.report),
-        )
-
-    def shape(self, index: int) -> NeuralField:
-        """The field of shape `index`, in its source's coordinates."""
-        self._check_index(index)
-        return self.field_for_code(self.codes[index], self.transforms[index], self._grid(index))
-
-    def blend(self, weights: dict, spherical: bool = False) -> NeuralField:
-        """The field of a weighted blend {shape index: weight} (weights summing to 1): the
-        weighted sum of the codes, or with `spherical` (two shapes) their slerp."""
-        if not weights:
-            raise ValueError("a blend needs at least one shape")
-        for index, weight in weights.items():
-            self._check_index(index)
-            if not math.isfinite(weight) or weight < 0:
-                raise ValueError(f"blend weights must be finite and at least 0; shape {index} has {weight}")
-        total = sum(weights.values())
-        if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"blend weights must sum to 1, not {total:g}")
-        indices = list(weights)
-        if spherical:
-            if len(indices) != 2:
-                raise ValueError(f"spherical interpolation is between two shapes; {len(indices)} given")
-            a, b = indices
-            code = interpolate_codes(self.codes[a], self.codes[b], weights[b], spherical=True)
-        else:
-            code = sum(weights[i] * self.codes[i] for i in indices)
-        grid = None
-        if self.grids is not None:  # grids mix linearly, with the blend's weights
-            grid = sum(weights[i] * self.grids[i] for i in indices)
-        return self.field_for_code(code, self._blend_transform(weights), grid)
-
-    def with_shape(self, code: torch.Tensor, transform: FieldTransform, name: str,
-                   grid: torch.Tensor | None = None) -> "ShapeSpace":
-        """A new space with one more shape (a reconstruction), sharing this one's decoder; with
-        latent grids, its grid (the space's mean grid if none is given)."""
-        code = code.detach().reshape(1, -1).to(self.codes)
-        if code.shape[1] != self.codes.shape[1]:
-            raise ValueError(f"the space's codes have {self.codes.shape[1]} dimensions; got {code.shape[1]}")
-        grids = self.grids
-        if grids is not None:
-            grid = self.mean_grid() if grid is None else grid.detach().to(grids)
-            if grid.numel() != grids[0].numel():
-                raise ValueError(f"the space's grids are {tuple(grids.shape[1:])}; got {tuple(grid.shape)}")
-            grids = torch.cat([grids, grid.reshape(1, *grids.shape[1:])])
-        return replace(self, codes=torch.cat([self.codes, code]), names=[*self.names, name],
-                       transforms=[*self.transforms, transform], report=dict(self.report), grids=grids)
-
-    def _grid(self, index: int) -> torch.Tensor | None:
-        return None if self.grids is None else self.grids[index]
-
-    def mean_grid(self) -> torch.Tensor | None:
-        """The grid of an average shape (None without latent grids): where inference starts."""
-        return None if self.grids is None else self.grids.mean(dim=0)
-
-    def mean_transform(self) -> FieldTransform:
-        """The frame of an average shape: centres averaged, scales geometrically."""
-        return self._blend_transform({i: 1.0 / len(self) for i in range(len(self))})
-
-    def _blend_transform(self, weights: dict) -> FieldTransform:
-        center = sum(w * self.transforms[i].center for i, w in weights.items())
-        scale = math.exp(sum(w * math.log(self.transforms[i].scale) for i, w in weights.items()))
-        return FieldTransform(center=np.asarray(center, dtype=np.float64), scale=scale)
-
-    def _check_index(self, index: int) -> None:
-        if not isinstance(index, (int, np.integer)) or not 0 <= index < len(self):
-            raise ValueError(f"shape index {index} is out of range: the space has shapes 0..{len(self) - 1}")
 
 
 class ShapeSpaceFitter(FieldFitter):
@@ -226,7 +99,7 @@ class ShapeSpaceFitter(FieldFitter):
         self.codes = nn.Parameter(
             (torch.randn(len(meshes), self.field_config.latent_dim, generator=generator) * CODE_INIT_STD).to(self.device)
         )
-        self.autocast = _autocast_dtype(self.field_config, self.train_config, self.device)
+        self.autocast = autocast_dtype(self.field_config, self.train_config, self.device)
         self._sorted_batches = False
         # On CUDA each step replays from a CUDA graph: the decoder's step is a few milliseconds
         # of GPU work, and launching its kernels from Python cost as much again.
@@ -392,26 +265,6 @@ def grid_smoothness(grids: torch.Tensor) -> torch.Tensor:
                .pow(2).mean() for axis in (1, 2, 3))
 
 
-def space_configs(device: str = "cuda") -> tuple[FieldConfig, TrainConfig]:
-    """The default shape-space configuration for a device: a DeepSDF-like decoder (softplus, skip
-    into layer 2) on Fourier features of the point. On a GPU 4 x 256 with codes of 64, latent
-    grids of 48^3 x 8 and 14,000 steps (ten shapes on an H100 in under a minute; without grids
-    the boxiest shapes stayed 2.2-2.3x a single fit's Chamfer); on the CPU 3 x 128 with codes of
-    32, no grids and half the batch, a quarter of the work per step, so a space of a few shapes
-    fits in a minute or two on two cores."""
-    if str(device).startswith("cuda"):
-        return (
-            FieldConfig(encoding="fourier", fourier_features=96, fourier_sigma=1.0, width=256, depth=4, skip_layer=2,
-                        latent_dim=DEFAULT_LATENT_DIM, latent_grid=48),
-            TrainConfig(steps=14000, batch=16384, lr=1e-3, pool_size=1 << 18, device="cuda"),
-        )
-    return (
-        FieldConfig(encoding="fourier", fourier_features=96, fourier_sigma=1.0, width=128, depth=3, skip_layer=2,
-                    latent_dim=32),
-        TrainConfig(steps=1500, batch=8192, lr=1e-3, pool_size=1 << 17, device="cpu"),
-    )
-
-
 def fit_shape_space(meshes, field_config=None, train_config=None, names=None, on_progress=None,
                     should_stop=None, code_regularization: float = CODE_REGULARIZATION,
                     mix_weight: float = MIX_WEIGHT) -> ShapeSpace:
@@ -419,91 +272,3 @@ def fit_shape_space(meshes, field_config=None, train_config=None, names=None, on
     0 turns mixed-code supervision off (a plain auto-decoder)."""
     fitter = ShapeSpaceFitter(meshes, field_config, train_config, names, code_regularization, mix_weight)
     return fitter.run(on_progress, should_stop)
-
-
-# ----------------------------------------------------------------------------- latent inference
-
-INFERENCE_STEPS = 500
-INFERENCE_BATCH = 8192
-
-
-def infer_code(space: ShapeSpace, points: torch.Tensor, targets: torch.Tensor, steps: int = INFERENCE_STEPS,
-               lr: float = 1e-2, clamp: float = 0.1, seed: int = 0, on_progress=None, fit_grid: bool = False):
-    """With the decoder frozen, the code whose field best matches `targets` (signed distances in
-    field units) at field-space `points`: clamped L1 plus the codes' prior, from the mean code
-    (DeepSDF's inference, started where the training codes are). Returns (code, grid): with
-    latent grids the shape's grid, the space's mean grid, or with `fit_grid` (data all around the
-    shape) that grid refined too over the second half of the steps, smoothed as in training;
-    without, None."""
-    generator = torch.Generator(device=space.device).manual_seed(seed)
-    code = space.codes.mean(dim=0).clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([code], lr=lr)
-    grid = None
-    if space.grids is not None:
-        grid = space.mean_grid()[None].clone().requires_grad_(fit_grid)
-        low = torch.as_tensor(space.grid_low, dtype=torch.float32, device=space.device)
-        high = torch.as_tensor(space.grid_high, dtype=torch.float32, device=space.device)
-        if fit_grid:
-            optimizer.add_param_group({"params": [grid], "lr": lr})
-    trainable = [p.requires_grad for p in space.network.parameters()]
-    space.network.eval()
-    for parameter in space.network.parameters():
-        parameter.requires_grad_(False)
-    try:
-        for step in range(steps):
-            index = torch.randint(len(points), (min(INFERENCE_BATCH, len(points)),), device=space.device,
-                                  generator=generator)
-            conditioning = code.expand(len(index), -1)
-            if grid is not None:
-                features = sample_latent_grids(grid, torch.zeros_like(index), points[index], low, high)
-                conditioning = torch.cat([conditioning, features], dim=1)
-            prediction = space.network(points[index], conditioning)
-            loss = clamped_error(prediction, targets[index], clamp).mean()
-            loss = loss + CODE_REGULARIZATION * code.pow(2).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if fit_grid and grid is not None:
-                if step < steps // 2:  # the code first: the grid refines a shape the code has placed
-                    grid.grad = None
-                else:
-                    add_smoothness_gradient(grid.grad, grid.detach(), LATENT_GRID_SMOOTHNESS)
-            optimizer.step()
-            if on_progress and ((step + 1) % 25 == 0 or step + 1 == steps):
-                on_progress({"phase": "reconstruct", "step": step + 1, "steps": steps, "loss": float(loss)})
-    finally:
-        for parameter, flag in zip(space.network.parameters(), trainable):
-            parameter.requires_grad_(flag)
-    return code.detach(), None if grid is None else grid.detach()[0]
-
-
-def reconstruct(space: ShapeSpace, mesh: TriangleMesh | None = None, points: np.ndarray | None = None,
-                steps: int = INFERENCE_STEPS, seed: int = 0, on_progress=None) -> NeuralField:
-    """A field of the space fitted to new data: a mesh (its exact signed distances around it, in
-    its own normalised frame) or a point cloud of surface points, possibly partial (the field is
-    zero there; the frame is the space's mean, as a partial cloud's own bounds would misplace the
-    shape). The code is found with the decoder frozen (infer_code); with latent grids, a mesh's
-    grid is refined too, and a point cloud's is the space's mean (a partial cloud says nothing
-    about the cells it does not reach)."""
-    if (mesh is None) == (points is None):
-        raise ValueError("reconstruct takes a mesh or a point cloud (one of them)")
-    device = str(space.device)
-    if mesh is not None:
-        transform = FieldTransform.fit_unit_box(mesh)
-        config = TrainConfig(pool_size=1 << 16, batch=INFERENCE_BATCH, device=device.split(":")[0], seed=seed)
-        sample_points, targets = sample_pool(mesh.transformed(transform), space.config.kind, config,
-                                             space.box_low, space.box_high, device, seed=seed)
-    else:
-        points = np.asarray(points, dtype=np.float64)
-        if points.ndim != 2 or points.shape[1] != 3 or len(points) < 16:
-            raise ValueError(f"a point cloud needs at least 16 points of shape (n, 3); got {points.shape}")
-        if not np.all(np.isfinite(points)):
-            raise ValueError("the point cloud has NaN or infinite coordinates")
-        transform = space.mean_transform()
-        sample_points = torch.as_tensor(transform.to_field(points), dtype=torch.float32, device=device)
-        targets = torch.zeros(len(sample_points), device=device)
-    code, grid = infer_code(space, sample_points, targets, steps=steps, seed=seed, on_progress=on_progress,
-                            fit_grid=mesh is not None)
-    field = space.field_for_code(code, transform, grid)
-    field.report.update({"reconstructed_from": "mesh" if mesh is not None else "points", "inference_steps": steps})
-    return field
-

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .config import FieldConfig
-from .devices import flush_denormals
-from .geometry import FieldTransform
+from ..config import FieldConfig
+from ..devices import flush_denormals
+from ..geometry import FieldTransform
 from .networks import FieldNetwork
 
 
@@ -22,6 +22,10 @@ class NeuralField:
     box_low: np.ndarray
     box_high: np.ndarray
     report: dict = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.config.kind
 
     @property
     def device(self) -> torch.device:

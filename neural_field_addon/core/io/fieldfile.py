@@ -25,21 +25,22 @@ import zipfile
 import numpy as np
 import torch
 
-from .config import FieldConfig, config_from_dict, config_to_dict
-from .field import NeuralField
-from .geometry import FieldTransform
-from .networks import FieldNetwork
+from ..config import FieldConfig, config_from_dict, config_to_dict
+from ..fields.field import NeuralField
+from ..fields.networks import FieldNetwork
+from ..fields.shapespace import ShapeSpace
+from ..geometry import FieldTransform
 from .fileheader import (  # noqa: F401 - the header's names are part of this module's interface
     FIELD_VERSION,
     FORMAT_NAME,
     FORMAT_VERSION,
     GRID_SPACE_VERSION,
-    SPACE_VERSION,
     SPACE_CONTENT,
+    SPACE_VERSION,
     SUFFIX,
     FieldFileError,
-    open_archive as _open_archive,
-    parse_header as _parse_header,
+    open_archive,
+    parse_header,
     read_header,
 )
 
@@ -110,67 +111,76 @@ def _write(path, header: dict, network, extra: dict) -> None:
             os.remove(temporary)
 
 
+def load(path: str | os.PathLike, device: str = "cpu") -> NeuralField | ShapeSpace:
+    """What a field file holds, read once: a NeuralField, or a ShapeSpace (fields.shapespace
+    .select_field then picks a shape or a blend of it)."""
+    return _load(path, device, None)
+
+
 def load_field(path: str | os.PathLike, device: str = "cpu") -> NeuralField:
+    """A single field; a shape space is refused with how to choose one of its shapes."""
+    return _load(path, device, "field")
+
+
+def load_space(path: str | os.PathLike, device: str = "cpu") -> ShapeSpace:
+    """A shape space written by save_space; a single field is refused."""
+    return _load(path, device, "space")
+
+
+def _load(path, device: str, expected: str | None):
     path = os.fspath(path)
-    with _open_archive(path) as data:
-        header = _parse_header(path, data)
-        if header.get("content") == SPACE_CONTENT:
+    with open_archive(path) as data:
+        header = parse_header(path, data)
+        space = header.get("content") == SPACE_CONTENT
+        if expected == "field" and space:
             raise FieldFileError(
                 f"{path} is a shape space of {len(header.get('names', []))} shapes, not a single field: "
                 "choose a shape (extract --shape I) or a blend (--blend I=w,J=w)"
             )
-        try:
-            config, network = _network(header, data)
-            transform = FieldTransform.from_dict(header["transform"])
-            box_low = np.asarray(header["box_low"], dtype=np.float64)
-            box_high = np.asarray(header["box_high"], dtype=np.float64)
-        except (KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as error:
-            raise FieldFileError(f"field file {path} is corrupt: {error}") from error
-    return NeuralField(
-        config=config,
-        network=network.to(device),
-        transform=transform,
-        box_low=box_low,
-        box_high=box_high,
-        report=header.get("report", {}),
-    )
-
-
-def load_space(path: str | os.PathLike, device: str = "cpu"):
-    """Read a ShapeSpace written by save_space."""
-    from .shapespace import ShapeSpace
-
-    path = os.fspath(path)
-    with _open_archive(path) as data:
-        header = _parse_header(path, data)
-        if header.get("content") != SPACE_CONTENT:
+        if expected == "space" and not space:
             raise FieldFileError(f"{path} is a single field, not a shape space")
-        try:
-            config, network = _network(header, data)
-            codes = torch.from_numpy(np.array(data["space/codes"])).float()
-            names = [str(name) for name in header["names"]]
-            transforms = [FieldTransform.from_dict(t) for t in header["transforms"]]
-            if codes.shape != (len(names), config.latent_dim) or len(transforms) != len(names):
-                raise ValueError(f"codes {tuple(codes.shape)} do not match {len(names)} shapes of "
-                                 f"latent_dim {config.latent_dim}")
-            box_low = np.asarray(header["box_low"], dtype=np.float64)
-            box_high = np.asarray(header["box_high"], dtype=np.float64)
-            grids = grid_low = grid_high = None
-            if config.latent_grid:
-                grids = torch.from_numpy(np.array(data["space/grids"])).float()
-                side, features = config.latent_grid, config.latent_grid_features
-                if grids.shape != (len(names), side, side, side, features):
-                    raise ValueError(f"grids {tuple(grids.shape)} do not match {len(names)} shapes of "
-                                     f"{side}^3 x {features}")
-                grid_low = np.asarray(header["grid_low"], dtype=np.float64)
-                grid_high = np.asarray(header["grid_high"], dtype=np.float64)
-                if grid_low.shape != (3,) or grid_high.shape != (3,) or not np.all(grid_high > grid_low):
-                    raise ValueError(f"the grids' box {grid_low.tolist()} - {grid_high.tolist()} is not a box")
-                if not bool(torch.isfinite(grids).all()):
-                    raise ValueError("the latent grids hold NaN or infinite values")
-                grids = grids.to(device)
-        except (KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as error:
-            raise FieldFileError(f"shape space file {path} is corrupt: {error}") from error
+        return _read_space(path, header, data, device) if space else _read_field(path, header, data, device)
+
+
+def _read_field(path: str, header: dict, data, device: str) -> NeuralField:
+    try:
+        config, network = _network(header, data)
+        transform = FieldTransform.from_dict(header["transform"])
+        box_low = np.asarray(header["box_low"], dtype=np.float64)
+        box_high = np.asarray(header["box_high"], dtype=np.float64)
+    except (KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as error:
+        raise FieldFileError(f"field file {path} is corrupt: {error}") from error
+    return NeuralField(config=config, network=network.to(device), transform=transform, box_low=box_low,
+                       box_high=box_high, report=header.get("report", {}))
+
+
+def _read_space(path: str, header: dict, data, device: str) -> ShapeSpace:
+    try:
+        config, network = _network(header, data)
+        codes = torch.from_numpy(np.array(data["space/codes"])).float()
+        names = [str(name) for name in header["names"]]
+        transforms = [FieldTransform.from_dict(t) for t in header["transforms"]]
+        if codes.shape != (len(names), config.latent_dim) or len(transforms) != len(names):
+            raise ValueError(f"codes {tuple(codes.shape)} do not match {len(names)} shapes of "
+                             f"latent_dim {config.latent_dim}")
+        box_low = np.asarray(header["box_low"], dtype=np.float64)
+        box_high = np.asarray(header["box_high"], dtype=np.float64)
+        grids = grid_low = grid_high = None
+        if config.latent_grid:
+            grids = torch.from_numpy(np.array(data["space/grids"])).float()
+            side, features = config.latent_grid, config.latent_grid_features
+            if grids.shape != (len(names), side, side, side, features):
+                raise ValueError(f"grids {tuple(grids.shape)} do not match {len(names)} shapes of "
+                                 f"{side}^3 x {features}")
+            grid_low = np.asarray(header["grid_low"], dtype=np.float64)
+            grid_high = np.asarray(header["grid_high"], dtype=np.float64)
+            if grid_low.shape != (3,) or grid_high.shape != (3,) or not np.all(grid_high > grid_low):
+                raise ValueError(f"the grids' box {grid_low.tolist()} - {grid_high.tolist()} is not a box")
+            if not bool(torch.isfinite(grids).all()):
+                raise ValueError("the latent grids hold NaN or infinite values")
+            grids = grids.to(device)
+    except (KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as error:
+        raise FieldFileError(f"shape space file {path} is corrupt: {error}") from error
     return ShapeSpace(config=config, network=network.to(device), codes=codes.to(device), names=names,
                       transforms=transforms, box_low=box_low, box_high=box_high, report=header.get("report", {}),
                       grids=grids, grid_low=grid_low, grid_high=grid_high)

@@ -29,18 +29,18 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field as dataclass_field
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from .field import NeuralField
-from .geometry import TriangleMesh
+from ..config import EXTRACTION_METHODS, check_level
+from ..geometry import FieldTransform, TriangleMesh
 from .marching import march_tiles
 
 # Cells per tile side: small tiles hug the surface (fewer samples), large ones march in fewer,
 # bigger batches; the best trade differs between the CPU and a GPU (docs/BENCHMARKS.md).
 TILE = {"cpu": 4, "cuda": 8}
-METHODS = ("adaptive", "dense")
 # Largest dense grid, in bytes of float32 values: the reference path holds the whole grid.
 DENSE_LIMIT = 2 << 30
 # Sample values are kept at least this many cells' worth (times h, in field units) away from the
@@ -51,6 +51,25 @@ LEVEL_MARGIN = 1e-4
 CELL_CHUNK = 1 << 19
 # The Lipschitz bound used is this factor times the largest gradient norm measured near the level.
 LIPSCHITZ_SAFETY = 1.25
+
+
+class BoxField(Protocol):
+    """What extraction needs of a field: values at field-space points, negative inside and zero on
+    the surface (`evaluate_field_space`, float32 on `device`); the box in field space that holds
+    the surface; the transform from object to field coordinates; and its kind ('sdf': values are
+    distances in field units, so a level can offset them and their Lipschitz bound narrows the
+    band; 'occupancy': only their sign means anything). A fitted NeuralField is one; so is an
+    exact analytic distance (fields/analytic.py), which tests extract without fitting first."""
+
+    kind: str
+    transform: FieldTransform
+    box_low: np.ndarray
+    box_high: np.ndarray
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def evaluate_field_space(self, points: torch.Tensor, chunk: int = ...) -> torch.Tensor: ...
 
 
 class EmptySurfaceError(ValueError):
@@ -84,7 +103,7 @@ def grid_axes(box_low, box_high, resolution: int):
 
 
 @torch.no_grad()
-def evaluate_grid(field: NeuralField, axes, chunk: int = 1 << 18) -> np.ndarray:
+def evaluate_grid(field: BoxField, axes, chunk: int = 1 << 18) -> np.ndarray:
     """Field values (nx, ny, nz) float32 at the grid points, evaluated slab by slab along x."""
     device = field.device
     xs, ys, zs = (torch.as_tensor(a, dtype=torch.float32, device=device) for a in axes)
@@ -102,7 +121,7 @@ def evaluate_grid(field: NeuralField, axes, chunk: int = 1 << 18) -> np.ndarray:
 
 
 def extract_isosurface(
-    field: NeuralField,
+    field: BoxField,
     resolution: int = 256,
     level: float = 0.0,
     *,
@@ -128,13 +147,9 @@ def extract_isosurface(
     wants between close blends; a component away from every seed tile is not found. Raises EmptySurfaceError if the field has no surface at that
     level, and ValueError for a dense grid too large to hold (DENSE_LIMIT).
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-    if field.config.kind == "occupancy" and level != 0.0:
-        raise ValueError(
-            f"an occupancy field has no distance scale, so it cannot be offset by a level ({level:g}); "
-            "extract it at level 0, or fit a signed-distance field"
-        )
+    if method not in EXTRACTION_METHODS:
+        raise ValueError(f"method must be one of {', '.join(EXTRACTION_METHODS)}; got {method!r}")
+    check_level(field.kind, level)
     if tile is None:
         tile = TILE.get(field.device.type, 8)
     if not 2 <= tile <= 32:
@@ -165,7 +180,7 @@ def extract_isosurface(
 
 
 @torch.no_grad()
-def vertex_normals(field: NeuralField, vertices_object: np.ndarray, step: float | None = None) -> np.ndarray:
+def vertex_normals(field: BoxField, vertices_object: np.ndarray, step: float | None = None) -> np.ndarray:
     """Unit outward normals (q, 3) at object-space points: the field's gradient by central
     differences (the hash-grid kernel has no gradient with respect to position), `step` in
     object units (default: a thousandth of the box's longest side)."""
@@ -178,7 +193,7 @@ def vertex_normals(field: NeuralField, vertices_object: np.ndarray, step: float 
     return normals / np.where(length > 0.0, length, 1.0)
 
 
-def _gradient(field: NeuralField, points: torch.Tensor, offset: float) -> torch.Tensor:
+def _gradient(field: BoxField, points: torch.Tensor, offset: float) -> torch.Tensor:
     """The field's gradient (q, 3) at field-space points by central differences over +-offset."""
     gradient = torch.empty_like(points)
     for axis in range(3):
@@ -224,7 +239,7 @@ class _Grid:
         low = torch.as_tensor(self.low, dtype=torch.float64, device=samples.device)
         return (low + (samples - 1).double() * self.h).float()
 
-    def evaluate(self, field: NeuralField, samples: torch.Tensor) -> torch.Tensor:
+    def evaluate(self, field: BoxField, samples: torch.Tensor) -> torch.Tensor:
         """Values at extended sample indices (q, 3): the field inside the box (moved away from the
         level), the border value outside it."""
         counts = torch.as_tensor(self.counts, device=samples.device)
@@ -238,7 +253,7 @@ class _Grid:
         return values
 
 
-def _no_surface(low: float, high: float, grid: _Grid, field: NeuralField, level: float) -> None:
+def _no_surface(low: float, high: float, grid: _Grid, field: BoxField, level: float) -> None:
     scale = field.transform.scale
     if low >= grid.iso:
         raise EmptySurfaceError(
@@ -367,7 +382,7 @@ def _classify(field, grid: _Grid, tile: int, tiles_per_axis: np.ndarray, lipschi
         torch.meshgrid(*(torch.arange(int(-(-e // sizes[0])), device=device) for e in extent), indexing="ij"),
         dim=-1,
     ).reshape(-1, 3)
-    occupancy = field.config.kind == "occupancy"
+    occupancy = field.kind == "occupancy"
     bound = lipschitz
 
     def corner_values(part, size):

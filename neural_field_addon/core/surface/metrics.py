@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .geometry import MeshQuery, TriangleMesh, sample_surface
+from ..geometry import MeshQuery, TriangleMesh, sample_surface
 
 
 def _one_way(source: TriangleMesh, target_query: MeshQuery, count: int, rng):

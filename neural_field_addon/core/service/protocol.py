@@ -1,0 +1,23 @@
+"""The JSON-lines stream the worker and the preview server speak on stdout: one object per line,
+with a "type". Nothing else may reach that stream, so the channel keeps the real stdout for
+itself and sends everything else that prints (libraries, warnings) to stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+class Channel:
+    """The protocol stream: the real stdout, kept away from everything else that prints."""
+
+    def __init__(self):
+        self._stream = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8")
+        sys.stdout.flush()
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+        sys.stdout = sys.stderr
+
+    def send(self, kind: str, **payload) -> None:
+        self._stream.write(json.dumps({"type": kind, **payload}) + "\n")
+        self._stream.flush()
