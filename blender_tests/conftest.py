@@ -1,5 +1,9 @@
-"""Shared fixtures. Blender's user folders are pointed at a throw-away directory before anything
-imports bpy, so tests never touch the real user's configuration or installed extensions."""
+"""Shared fixtures and set-up. Blender's user folders are pointed at a throw-away directory before
+anything imports bpy, so tests never touch the real user's configuration or installed extensions.
+
+The tests mirror the package: blender_tests/core/<folder> tests neural_field_addon/core/<folder>
+without bpy, blender_tests/addon tests the installed extension in Blender (marked `blender`, so
+`pytest -m "not blender"` runs the core alone). Markers are declared in pyproject.toml."""
 
 from __future__ import annotations
 
@@ -15,13 +19,12 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 _USER_RESOURCES = tempfile.mkdtemp(prefix="neural_field_blender_user_")
 os.environ["BLENDER_USER_RESOURCES"] = _USER_RESOURCES
-if TESTS_DIR not in sys.path:
-    sys.path.insert(0, TESTS_DIR)
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped where there is none)")
-    config.addinivalue_line("markers", "blender: needs the bpy module")
+# `from checks import ...` (this folder) and `from benchlib import ...` (scripts/, whose benchmark
+# settings some tests check).
+for _folder in (TESTS_DIR, os.path.join(REPO_ROOT, "scripts")):
+    if _folder not in sys.path:
+        sys.path.insert(0, _folder)
+ADDON_TESTS = os.path.join(TESTS_DIR, "addon")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -33,6 +36,8 @@ def pytest_collection_modifyitems(config, items):
         has_cuda = False
     skip_cuda = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
+        if str(item.path).startswith(ADDON_TESTS + os.sep):
+            item.add_marker(pytest.mark.blender)
         if "cuda" in item.keywords and not has_cuda:
             item.add_marker(skip_cuda)
 
@@ -48,27 +53,3 @@ def shared_mesh():
         return full
 
     return path
-
-
-@pytest.fixture(scope="session")
-def addon(tmp_path_factory):
-    """The extension built with Blender's tool and installed the way Blender installs it;
-    returns the installed package (bl_ext.user_default.neural_field_addon)."""
-    import importlib
-
-    bpy = pytest.importorskip("bpy")
-    sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
-    import build_extension
-
-    zip_path = build_extension.build(str(tmp_path_factory.mktemp("dist")))
-    bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
-    return importlib.import_module("bl_ext.user_default.neural_field_addon")
-
-
-@pytest.fixture
-def empty_scene(addon):
-    """A fresh, empty scene with the add-on enabled."""
-    import bpy
-
-    bpy.ops.wm.read_homefile(use_empty=True)
-    return bpy.context.scene

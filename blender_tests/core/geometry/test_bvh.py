@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from analytic import hemisphere, suzanne, torus
+from checks import suzanne
 from neural_field_addon.core.geometry import MeshQuery, TriangleMesh
 from neural_field_addon.core.geometry.bruteforce import closest_point_on_triangles
+from neural_field_addon.core.geometry.procedural import hemisphere, torus
 
 pytest.importorskip("numba")
 from neural_field_addon.core.geometry import bvh_cpu  # noqa: E402
@@ -38,7 +39,7 @@ MESHES = {
     "torus": lambda shared: TriangleMesh(*torus(1.0, 0.35, 48, 24)),
     "hemisphere": lambda shared: TriangleMesh(*hemisphere(1.0)),
     "suzanne": lambda shared: TriangleMesh(*suzanne()),
-    "teapot": lambda shared: __import__("neural_field_addon.core.meshio", fromlist=["load_mesh"]).load_mesh(
+    "teapot": lambda shared: __import__("neural_field_addon.core.io.meshio", fromlist=["load_mesh"]).load_mesh(
         shared("teapot.obj")
     ),
 }
@@ -100,7 +101,7 @@ def test_hierarchical_winding_sign_matches_exact_where_decisive(mesh):
 
 
 def test_signed_distance_sign_on_the_bunny_matches_exact_where_decisive(shared_mesh):
-    from neural_field_addon.core.meshio import load_mesh
+    from neural_field_addon.core.io.meshio import load_mesh
 
     bunny = load_mesh(shared_mesh("stanford-bunny.obj"))  # open: holes in its base
     points = _probe_points(bunny, 400, seed=13)[:100]  # uniform box points only

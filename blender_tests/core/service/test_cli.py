@@ -15,17 +15,8 @@ import sys
 import numpy as np
 import pytest
 
-from analytic import (
-    REPO_ROOT,
-    SHARED_MESHES,
-    edge_face_counts,
-    icosphere,
-    inscribed_gap,
-    read_obj,
-    sphere_sdf,
-    torus,
-    write_obj,
-)
+from checks import REPO_ROOT, SHARED_MESHES, edge_face_counts, inscribed_gap, read_obj, write_obj
+from neural_field_addon.core.geometry.procedural import icosphere, sphere_sdf, torus
 
 # Small enough for a few seconds on two CPU cores; a low Fourier sigma so 200 steps leave no
 # floaters in the corners of the box (the default 1.5 does at this length).
@@ -280,9 +271,9 @@ print(json.dumps(names))
     expected = {
         "neural_field_addon.core." + name
         for name in (
-            "cli", "config", "encodings", "extraction", "fieldfile", "geometry",
-            "geometry.bruteforce", "geometry.query", "geometry.sampling", "meshio",
-            "metrics", "networks", "training",
+            "service.cli", "config", "fields.encodings", "surface.extraction", "io.fieldfile", "geometry",
+            "geometry.bruteforce", "geometry.query", "geometry.sampling", "io.meshio",
+            "surface.metrics", "fields.networks", "fitting.fitter",
         )
     }
     assert expected <= imported
@@ -306,7 +297,7 @@ TINY = ["--steps", "3", "--pool-size", "4096", "--batch", "512", "--device", "cp
 
 
 def test_fast_preset_writes_a_hash_grid_field_and_flags_override_it(tmp_path):
-    from neural_field_addon.core.fieldfile import read_header
+    from neural_field_addon.core.io.fieldfile import read_header
 
     mesh_path, field_path = tmp_path / "torus.obj", tmp_path / "fast.nfield"
     write_obj(mesh_path, *torus(1.0, 0.35, 24, 12))
@@ -317,7 +308,7 @@ def test_fast_preset_writes_a_hash_grid_field_and_flags_override_it(tmp_path):
 
 
 def test_occupancy_fit_writes_an_occupancy_field_that_refuses_a_level(tmp_path):
-    from neural_field_addon.core.fieldfile import read_header
+    from neural_field_addon.core.io.fieldfile import read_header
 
     mesh_path, field_path = tmp_path / "torus.obj", tmp_path / "occupancy.nfield"
     write_obj(mesh_path, *torus(1.0, 0.35, 24, 12))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analytic import hemisphere, icosphere, inscribed_gap, sphere_sdf, torus
+from checks import inscribed_gap
 from neural_field_addon.core.geometry import (
     DeviceSampler,
     FieldTransform,
@@ -14,6 +14,7 @@ from neural_field_addon.core.geometry import (
     TriangleMesh,
     sample_surface,
 )
+from neural_field_addon.core.geometry.procedural import hemisphere, icosphere, sphere_sdf, torus
 
 pytest.importorskip("igl", reason="the libigl backend is what these tests compare against")
 

@@ -1,4 +1,4 @@
-"""The live-preview worker (core/preview.py) and its driver (blender/jobs.py PreviewSession): a
+"""The live-preview worker (core/service/preview.py) and its driver (blender/jobs.py PreviewSession): a
 long-lived process that keeps a shape space loaded, answers blends with meshes, skips blends a
 newer one has overtaken, and reports bad requests without stopping."""
 
@@ -9,15 +9,16 @@ import time
 import numpy as np
 import pytest
 import torch
-from analytic import edge_face_counts, signed_volume, torus
 
+from checks import edge_face_counts
 from neural_field_addon.blender.jobs import PreviewSession
 from neural_field_addon.core.config import FieldConfig, TrainConfig
-from neural_field_addon.core.fieldfile import save_space
+from neural_field_addon.core.fields.networks import ConditionedNetwork, FieldNetwork
+from neural_field_addon.core.fitting.space_fitter import fit_shape_space
 from neural_field_addon.core.geometry import TriangleMesh
-from neural_field_addon.core.meshio import load_mesh
-from neural_field_addon.core.networks import ConditionedNetwork, FieldNetwork
-from neural_field_addon.core.shapespace import fit_shape_space
+from neural_field_addon.core.geometry.procedural import signed_volume, torus
+from neural_field_addon.core.io.fieldfile import save_space
+from neural_field_addon.core.io.meshio import load_mesh
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analytic import icosphere, torus
+from neural_field_addon.core.geometry.procedural import icosphere, torus
 
 pytestmark = pytest.mark.cuda
 
@@ -27,10 +27,10 @@ def test_bruteforce_distance_and_winding_on_cuda_match_the_cpu_reference():
 
 def test_fit_on_cuda_reaches_the_cpu_bound_on_a_sphere():
     from neural_field_addon.core.config import FieldConfig, TrainConfig
-    from neural_field_addon.core.extraction import extract_isosurface
+    from neural_field_addon.core.fitting.fitter import fit_field
     from neural_field_addon.core.geometry import TriangleMesh
-    from neural_field_addon.core.metrics import compare_meshes
-    from neural_field_addon.core.training import fit_field
+    from neural_field_addon.core.surface.extraction import extract_isosurface
+    from neural_field_addon.core.surface.metrics import compare_meshes
 
     mesh = TriangleMesh(*icosphere(0.75, subdivisions=4))
     field = fit_field(
@@ -87,7 +87,8 @@ HASH_CASES = [
 def test_fused_hashgrid_forward_equals_the_torch_reference(levels, features, log2_size, base, finest):
     import torch
 
-    from neural_field_addon.core.hashgrid import HashGridEncoding, encode_reference
+    from neural_field_addon.core.fields.encodings import HashGridEncoding
+    from neural_field_addon.core.fields.hashgrid import encode_reference
 
     grid = HashGridEncoding(levels, features, log2_size, base, finest, bound=1.25, seed=3).cuda()
     with torch.no_grad():
@@ -105,7 +106,8 @@ def test_fused_hashgrid_forward_equals_the_torch_reference(levels, features, log
 def test_fused_hashgrid_backward_equals_the_torch_reference(levels, features, log2_size, base, finest):
     import torch
 
-    from neural_field_addon.core.hashgrid import HashGridEncoding, encode_reference
+    from neural_field_addon.core.fields.encodings import HashGridEncoding
+    from neural_field_addon.core.fields.hashgrid import encode_reference
 
     grid = HashGridEncoding(levels, features, log2_size, base, finest, bound=1.25, seed=5).cuda()
     generator = torch.Generator(device="cuda").manual_seed(6)
@@ -126,8 +128,9 @@ def test_fused_hashgrid_backward_on_morton_sorted_points_equals_the_torch_refere
     batch that is no multiple of the block must all land in the right entries."""
     import torch
 
+    from neural_field_addon.core.fields.encodings import HashGridEncoding
+    from neural_field_addon.core.fields.hashgrid import encode_reference
     from neural_field_addon.core.geometry.bvh import morton_order_tensor
-    from neural_field_addon.core.hashgrid import HashGridEncoding, encode_reference
 
     grid = HashGridEncoding(16, 2, 19, 16, 2048, bound=1.25, seed=7).cuda()
     generator = torch.Generator(device="cuda").manual_seed(8)
@@ -156,8 +159,8 @@ def test_fused_trunk_equals_the_pytorch_layers(depth, width, levels):
     import torch
 
     from neural_field_addon.core.config import FieldConfig
-    from neural_field_addon.core.mlp_triton import runs_on
-    from neural_field_addon.core.networks import FieldNetwork
+    from neural_field_addon.core.fields.mlp_triton import runs_on
+    from neural_field_addon.core.fields.networks import FieldNetwork
 
     config = FieldConfig(encoding="hashgrid", hash_levels=levels, hash_features=2, hash_log2_size=16,
                          hash_base_resolution=8, hash_finest_resolution=256, width=width, depth=depth,
@@ -196,10 +199,10 @@ def test_fused_trunk_equals_the_pytorch_layers(depth, width, levels):
 
 def test_fast_preset_fits_the_sphere_on_cuda():
     from neural_field_addon.core.config import preset_configs, with_overrides
-    from neural_field_addon.core.extraction import extract_isosurface
+    from neural_field_addon.core.fitting.fitter import fit_field
     from neural_field_addon.core.geometry import TriangleMesh
-    from neural_field_addon.core.metrics import compare_meshes
-    from neural_field_addon.core.training import fit_field
+    from neural_field_addon.core.surface.extraction import extract_isosurface
+    from neural_field_addon.core.surface.metrics import compare_meshes
 
     mesh = TriangleMesh(*icosphere(0.75, subdivisions=4))
     field_config, train_config = preset_configs("fast", "cuda")
@@ -213,9 +216,9 @@ def test_adaptive_extraction_on_cuda_matches_dense_for_a_hash_grid_field():
     from scipy.spatial import cKDTree
 
     from neural_field_addon.core.config import preset_configs, with_overrides
-    from neural_field_addon.core.extraction import extract_isosurface
+    from neural_field_addon.core.fitting.fitter import fit_field
     from neural_field_addon.core.geometry import TriangleMesh
-    from neural_field_addon.core.training import fit_field
+    from neural_field_addon.core.surface.extraction import extract_isosurface
 
     mesh = TriangleMesh(*torus(1.0, 0.35))
     field_config, train_config = preset_configs("fast", "cuda")
@@ -229,13 +232,13 @@ def test_adaptive_extraction_on_cuda_matches_dense_for_a_hash_grid_field():
 
 
 def test_shape_space_fits_blends_and_reconstructs_on_cuda():
+    from checks import edge_face_counts
     from neural_field_addon.core.config import FieldConfig, TrainConfig
-    from neural_field_addon.core.extraction import extract_isosurface
+    from neural_field_addon.core.fitting.inference import reconstruct
+    from neural_field_addon.core.fitting.space_fitter import fit_shape_space
     from neural_field_addon.core.geometry import TriangleMesh
-    from neural_field_addon.core.metrics import compare_meshes
-    from neural_field_addon.core.shapespace import fit_shape_space, reconstruct
-
-    from analytic import edge_face_counts
+    from neural_field_addon.core.surface.extraction import extract_isosurface
+    from neural_field_addon.core.surface.metrics import compare_meshes
 
     meshes = [TriangleMesh(*torus(1.0, radius)) for radius in (0.2, 0.5)]
     space = fit_shape_space(meshes, FieldConfig(width=128, depth=3, fourier_sigma=0.75, latent_dim=16, latent_grid=16),
@@ -254,14 +257,13 @@ def test_shape_space_fits_blends_and_reconstructs_on_cuda():
 def test_preview_worker_answers_blends_on_cuda(tmp_path):
     import time
 
+    from checks import edge_face_counts
     from neural_field_addon.blender.jobs import PreviewSession
     from neural_field_addon.core.config import FieldConfig, TrainConfig
-    from neural_field_addon.core.fieldfile import save_space
+    from neural_field_addon.core.fitting.space_fitter import fit_shape_space
     from neural_field_addon.core.geometry import TriangleMesh
-    from neural_field_addon.core.meshio import load_mesh
-    from neural_field_addon.core.shapespace import fit_shape_space
-
-    from analytic import edge_face_counts
+    from neural_field_addon.core.io.fieldfile import save_space
+    from neural_field_addon.core.io.meshio import load_mesh
 
     meshes = [TriangleMesh(*torus(1.0, radius)) for radius in (0.2, 0.5)]
     space = fit_shape_space(meshes, FieldConfig(width=64, depth=3, fourier_sigma=0.75, latent_dim=8, latent_grid=8),
@@ -281,11 +283,10 @@ def test_preview_worker_answers_blends_on_cuda(tmp_path):
 
 
 def test_meta_learned_start_fits_a_held_out_torus_in_one_step_on_cuda():
-    from neural_field_addon.core.extraction import extract_isosurface
-    from neural_field_addon.core.metalearning import fit_from_initialization, meta_learn_initialization
-    from neural_field_addon.core.metrics import compare_meshes
-
-    from analytic import meta_torus_benchmark
+    from benchlib import meta_torus_benchmark
+    from neural_field_addon.core.fitting.metalearning import fit_from_initialization, meta_learn_initialization
+    from neural_field_addon.core.surface.extraction import extract_isosurface
+    from neural_field_addon.core.surface.metrics import compare_meshes
 
     family, held_out, config, train = meta_torus_benchmark("cuda")
     init = meta_learn_initialization(family, config, train(1), head_steps=300, solve_steps=20)

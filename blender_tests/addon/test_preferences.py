@@ -73,10 +73,10 @@ def test_check_of_a_python_without_pytorch_names_what_is_missing(prefs, tmp_path
 
 
 def test_install_puts_packages_into_the_dependency_folder_the_worker_uses(prefs, tmp_path):
-    preferences, dependencies = _module("preferences"), _module("dependencies")
+    worker_env, dependencies = _module("worker_env"), _module("dependencies")
     _wheel(str(tmp_path), "nf_probe_pkg")
     prefs.wheel_folder = str(tmp_path)
-    folder = preferences.dependency_folder()
+    folder = worker_env.dependency_folder()
     try:
         assert bpy.ops.neural_field.install_dependencies(packages="nf_probe_pkg") == {"FINISHED"}
         assert os.path.isfile(os.path.join(folder, "nf_probe_pkg", "__init__.py"))
@@ -84,7 +84,7 @@ def test_install_puts_packages_into_the_dependency_folder_the_worker_uses(prefs,
         assert dependencies.INSTALL.result.startswith("Successfully installed nf_probe_pkg-1.0") or \
             dependencies.INSTALL.result.startswith("Successfully installed nf-probe-pkg-1.0")
         assert dependencies.INSTALL.progress == 1.0
-        assert folder in preferences.worker_paths()
+        assert folder in worker_env.worker_paths()
     finally:
         import shutil
 
@@ -94,12 +94,12 @@ def test_install_puts_packages_into_the_dependency_folder_the_worker_uses(prefs,
 
 
 def test_a_failed_install_names_the_package_and_installs_nothing(prefs, tmp_path):
-    preferences = _module("preferences")
+    worker_env = _module("worker_env")
     prefs.wheel_folder = str(tmp_path)
-    before = sorted(os.listdir(preferences.dependency_folder()))
+    before = sorted(os.listdir(worker_env.dependency_folder()))
     with pytest.raises(RuntimeError, match=r"pip failed \(exit code 1\).*nf_absent_pkg"):
         bpy.ops.neural_field.install_dependencies(packages="nf_absent_pkg")
-    assert sorted(os.listdir(preferences.dependency_folder())) == before
+    assert sorted(os.listdir(worker_env.dependency_folder())) == before
     assert not _module("dependencies").INSTALL.running
 
 

@@ -10,8 +10,8 @@ import pytest
 bpy = pytest.importorskip("bpy")
 
 
-def _operators():
-    return importlib.import_module("bl_ext.user_default.neural_field_addon.blender.operators")
+def _driver():
+    return importlib.import_module("bl_ext.user_default.neural_field_addon.blender.driver")
 
 
 def _scene_snapshot():
@@ -23,7 +23,7 @@ def _fit_error() -> str:
     with pytest.raises(RuntimeError) as error:
         bpy.ops.neural_field.fit()
     assert _scene_snapshot() == before
-    assert not _operators().STATE.running
+    assert not _driver().STATE.running
     return str(error.value)
 
 
@@ -67,6 +67,14 @@ def test_fit_with_mesh_without_faces_names_the_problem(empty_scene):
     assert "Points" in message and "no faces" in message
 
 
+def test_fit_of_an_occupancy_field_at_a_level_offset_is_refused_before_any_job(empty_scene):
+    bpy.ops.mesh.primitive_cube_add()
+    settings = empty_scene.neural_field
+    settings.preset, settings.kind, settings.level = "CUSTOM", "OCCUPANCY", 0.05
+    message = _fit_error()  # the fit task refuses it before the worker starts
+    assert "Cannot fit 'Cube'" in message and "occupancy field" in message
+
+
 def test_extract_with_missing_field_file_names_the_problem(empty_scene, tmp_path):
     bpy.ops.mesh.primitive_cube_add()
     obj = bpy.context.active_object
@@ -102,7 +110,7 @@ def test_extract_on_a_non_field_object_explains_why_it_is_unavailable(empty_scen
 
 
 def test_progress_text_reports_step_loss_and_times_per_task():
-    fraction, text = _operators()._progress_text(
+    fraction, text = _driver().progress_text(
         {"task": 1, "phase": "train", "step": 50, "steps": 200, "loss": 0.0123, "elapsed": 10.0, "remaining": 30.0},
         task_count=2,
     )
@@ -112,12 +120,12 @@ def test_progress_text_reports_step_loss_and_times_per_task():
 
 def test_a_second_job_is_refused_while_one_runs(empty_scene):
     bpy.ops.mesh.primitive_monkey_add()
-    operators = _operators()
+    driver = _driver()
     jobs = importlib.import_module("bl_ext.user_default.neural_field_addon.blender.jobs")
-    operators.STATE.begin(jobs.WorkerJob())  # a job in flight (its worker not needed here)
+    driver.STATE.begin(jobs.WorkerJob())  # a job in flight (its worker not needed here)
     try:
         with pytest.raises(RuntimeError, match="job is running"):
             bpy.ops.neural_field.fit()
     finally:
-        operators.STATE.end()
-    assert not operators.STATE.running
+        driver.STATE.end()
+    assert not driver.STATE.running

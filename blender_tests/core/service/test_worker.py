@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from analytic import icosphere
 from neural_field_addon.blender.jobs import WorkerJob
+from neural_field_addon.core.geometry.procedural import icosphere
 
 
 def _wait_for(job, predicate, timeout=60.0):

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from analytic import icosphere, suzanne, torus
+from checks import suzanne
 from neural_field_addon.core.config import FieldConfig, TrainConfig, preset_configs
-from neural_field_addon.core.extraction import extract_isosurface
-from neural_field_addon.core.fieldfile import load_field, read_header, save_field
+from neural_field_addon.core.fitting.fitter import FieldFitter, fit_field
 from neural_field_addon.core.geometry import TriangleMesh
-from neural_field_addon.core.metrics import compare_meshes
-from neural_field_addon.core.training import FieldFitter, fit_field
+from neural_field_addon.core.geometry.procedural import icosphere, torus
+from neural_field_addon.core.io.fieldfile import load_field, read_header, save_field
+from neural_field_addon.core.surface.extraction import extract_isosurface
+from neural_field_addon.core.surface.metrics import compare_meshes
 
 SHAPES = {
     "sphere": lambda: TriangleMesh(*icosphere(0.75, subdivisions=4, center=np.array([0.25, -0.5, 1.0]))),

@@ -7,24 +7,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from analytic import edge_face_counts, meta_torus_benchmark, signed_volume, torus
 
+from benchlib import meta_torus_benchmark
+from checks import edge_face_counts
 from neural_field_addon.core.config import FieldConfig, TrainConfig
-from neural_field_addon.core.extraction import extract_isosurface
-from neural_field_addon.core.fieldfile import FieldFileError, load_field, load_space, read_header, save_space
+from neural_field_addon.core.fields.networks import sample_latent_grids
+from neural_field_addon.core.fields.shapespace import interpolate_codes
+from neural_field_addon.core.fitting.fitter import fit_field
+from neural_field_addon.core.fitting.inference import reconstruct
+from neural_field_addon.core.fitting.metalearning import fit_from_initialization, meta_learn_initialization
+from neural_field_addon.core.fitting.space_fitter import add_smoothness_gradient, fit_shape_space, grid_smoothness
 from neural_field_addon.core.geometry import MeshQuery, TriangleMesh
-from neural_field_addon.core.metalearning import fit_from_initialization, meta_learn_initialization
-from neural_field_addon.core.metrics import compare_meshes
+from neural_field_addon.core.geometry.procedural import signed_volume, torus
 from neural_field_addon.core.geometry.sampling import sample_surface
-from neural_field_addon.core.networks import sample_latent_grids
-from neural_field_addon.core.shapespace import (
-    add_smoothness_gradient,
-    fit_shape_space,
-    grid_smoothness,
-    interpolate_codes,
-    reconstruct,
-)
-from neural_field_addon.core.training import fit_field
+from neural_field_addon.core.io.fieldfile import FieldFileError, load_field, load_space, read_header, save_space
+from neural_field_addon.core.surface.extraction import extract_isosurface
+from neural_field_addon.core.surface.metrics import compare_meshes
 
 RADII = (0.2, 0.35, 0.5)
 RESOLUTION = 64

@@ -1,35 +1,39 @@
-"""Adaptive isosurface extraction against the dense reference, on fields fitted to analytic shapes
-with small CPU configurations: agreement, closed and welded output, the narrow band, normals."""
+"""Adaptive isosurface extraction against the dense reference: agreement, closed and welded
+output, the narrow band, normals. Extraction takes anything that evaluates a field over a box
+(surface.extraction.BoxField), so these tests extract the exact signed distance of a torus
+(fields.analytic) instead of fitting a network first; fitted fields are extracted in the fitting
+and CLI tests."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from analytic import directed_edges_unique, edge_face_counts, signed_volume, torus, torus_sdf
 from scipy.spatial import cKDTree
 
-from neural_field_addon.core.config import FieldConfig, TrainConfig
-from neural_field_addon.core.extraction import ExtractionReport, extract_isosurface, vertex_normals
+from checks import REPO_ROOT, directed_edges_unique, edge_face_counts
+from neural_field_addon.core.fields.analytic import AnalyticField
 from neural_field_addon.core.geometry import TriangleMesh
-from neural_field_addon.core.training import fit_field
+from neural_field_addon.core.geometry.procedural import signed_volume, torus_sdf
+from neural_field_addon.core.surface.extraction import ExtractionReport, extract_isosurface, vertex_normals
 
 RESOLUTION = 48
-
-
-def fit_torus(kind: str):
-    mesh = TriangleMesh(*torus(1.0, 0.35))
-    train = TrainConfig(steps=300, pool_size=1 << 15, batch=4096, device="cpu", seed=0)
-    return fit_field(mesh, FieldConfig(kind=kind, width=64, fourier_sigma=0.75), train)
+MAJOR, MINOR = 1.0, 0.35
+LOW, HIGH = (-MAJOR - MINOR, -MAJOR - MINOR, -MINOR), (MAJOR + MINOR, MAJOR + MINOR, MINOR)
 
 
 @pytest.fixture(scope="module")
 def sdf_field():
-    return fit_torus("sdf")
+    return AnalyticField.around(lambda points: torus_sdf(points, MAJOR, MINOR), LOW, HIGH)
 
 
 @pytest.fixture(scope="module")
 def occupancy_field():
-    return fit_torus("occupancy")
+    """An occupancy field's values: logits, steep across the surface and saturated away from it,
+    as a fitted one's are (its head times 30); only their sign is a surface."""
+    field = AnalyticField.around(lambda points: np.clip(torus_sdf(points, MAJOR, MINOR) * 300.0, -8.0, 8.0),
+                                 LOW, HIGH)
+    field.kind = "occupancy"
+    return field
 
 
 @pytest.fixture(params=["sdf", "occupancy"])
@@ -159,7 +163,7 @@ def test_a_seed_from_a_nearby_level_gives_the_mesh_classification_gives(sdf_fiel
 
 
 def test_worker_processes_march_the_mesh_one_process_marches(sdf_field):
-    from neural_field_addon.core import marching
+    from neural_field_addon.core.surface import marching
 
     serial = extract_isosurface(sdf_field, RESOLUTION, tile=4, workers=1)
     try:
@@ -183,14 +187,13 @@ def test_marching_workers_start_without_the_callers_imports(tmp_path):
     script = tmp_path / "caller.py"
     script.write_text(
         "import torch  # noqa: F401 - what a caller of the extraction has loaded\n"
-        "from neural_field_addon.core import marching\n"
+        "from neural_field_addon.core.surface import marching\n"
         "if __name__ == '__main__':\n"
         "    pool = marching._worker_pool(2)\n"
         "    print(pool.submit(eval, \"'torch' in __import__('sys').modules\").result())\n"
         "    pool.shutdown()\n"
     )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": root})
+                            env={**os.environ, "PYTHONPATH": REPO_ROOT})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False"

@@ -44,7 +44,7 @@ def scene(addon):
 
 
 def test_surface_lands_over_a_mirrored_rotated_scaled_moved_source(scene):
-    from neural_field_addon.core.metrics import compare_meshes
+    from neural_field_addon.core.surface.metrics import compare_meshes
 
     source = _world_mesh(bpy.data.objects[scene["source"]])
     surface = _world_mesh(bpy.data.objects[scene["field"]])

@@ -7,11 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neural_field_addon.core import hashgrid
-from neural_field_addon.core.hashgrid import HashGridEncoding, encode_reference
+from neural_field_addon.core.fields import encodings
+from neural_field_addon.core.fields.encodings import HashGridEncoding
+from neural_field_addon.core.fields.hashgrid import encode_reference
 
 pytest.importorskip("numba")
-from neural_field_addon.core.hashgrid_cpu import hashgrid_encode_cpu  # noqa: E402
+from neural_field_addon.core.fields.hashgrid_cpu import hashgrid_encode_cpu  # noqa: E402
 
 TOLERANCE = 1e-6
 
@@ -59,7 +60,7 @@ def test_forward_uses_the_kernel_without_gradients(monkeypatch):
     def no_reference(grid, points):
         raise AssertionError("the reference was called")
 
-    monkeypatch.setattr(hashgrid, "encode_reference", no_reference)
+    monkeypatch.setattr(encodings, "encode_reference", no_reference)
     grid = _grid(2)
     points = torch.rand(1000, 3, generator=torch.Generator().manual_seed(5)) * 2.5 - 1.25
     with torch.no_grad():

@@ -17,8 +17,8 @@ bpy = pytest.importorskip("bpy")
 SMALL = {"steps": 40, "resolution": 24, "evaluate": False, "device": "CPU"}
 
 
-def _operators():
-    return importlib.import_module("bl_ext.user_default.neural_field_addon.blender.operators")
+def _driver():
+    return importlib.import_module("bl_ext.user_default.neural_field_addon.blender.driver")
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def _refused(operator=None) -> str:
     with pytest.raises(RuntimeError) as error:
         (operator or bpy.ops.neural_field.fit)()
     assert _snapshot() == before
-    assert not _operators().STATE.running
+    assert not _driver().STATE.running
     return str(error.value)
 
 
@@ -219,7 +219,7 @@ def test_a_library_linked_object_is_fitted_and_the_library_is_untouched(scene, t
 def test_a_worker_killed_mid_job_is_reported_and_changes_nothing(scene):
     bpy.ops.mesh.primitive_monkey_add()
     bpy.context.scene.neural_field.steps = 100_000
-    state = _operators().STATE
+    state = _driver().STATE
 
     def kill_when_training():
         for _ in range(600):

@@ -91,14 +91,14 @@ def test_the_panel_draws_a_shape_space_object_with_its_slider_and_the_loss_curve
 
 
 def test_the_panel_draws_progress_while_a_job_runs(fitted):
-    operators = importlib.import_module(f"{PACKAGE}.blender.operators")
+    driver = importlib.import_module(f"{PACKAGE}.blender.driver")
     jobs = importlib.import_module(f"{PACKAGE}.blender.jobs")
-    operators.STATE.begin(jobs.WorkerJob())
+    driver.STATE.begin(jobs.WorkerJob())
     try:
-        operators.STATE.progress, operators.STATE.status = 0.4, "Training 40/100, loss 1.00e-02"
+        driver.STATE.progress, driver.STATE.status = 0.4, "Training 40/100, loss 1.00e-02"
         record = _draw_panel()
     finally:
-        operators.STATE.end()
+        driver.STATE.end()
     assert record["progress"] == ["Training 40/100, loss 1.00e-02"]
     assert "neural_field.cancel" in record["operators"]
 

@@ -70,7 +70,7 @@ def test_field_object_keeps_reference_to_its_field_file(fitted):
 
 
 def test_fitted_surface_matches_suzanne(fitted):
-    from neural_field_addon.core.metrics import compare_meshes
+    from neural_field_addon.core.surface.metrics import compare_meshes
 
     figures = compare_meshes(_object_mesh(fitted["source"]), _object_mesh(fitted["field"]), samples=20_000)
     assert figures["chamfer_l1"] < CHAMFER_BOUND, figures

@@ -12,27 +12,21 @@ import json
 import numpy as np
 import pytest
 
-from analytic import (
-    directed_edges_unique,
-    edge_face_counts,
-    icosphere,
-    signed_volume,
-    sphere_sdf,
-    torus,
-)
+from checks import directed_edges_unique, edge_face_counts
 from neural_field_addon.core.config import FieldConfig, TrainConfig
-from neural_field_addon.core.extraction import EmptySurfaceError, extract_isosurface
-from neural_field_addon.core.fieldfile import (
+from neural_field_addon.core.fields.networks import FieldNetwork
+from neural_field_addon.core.fitting.fitter import FieldFitter, FitCancelled, fit_field
+from neural_field_addon.core.geometry import TriangleMesh
+from neural_field_addon.core.geometry.procedural import icosphere, signed_volume, sphere_sdf, torus
+from neural_field_addon.core.io.fieldfile import (
     FORMAT_VERSION,
     FieldFileError,
     load_field,
     read_header,
     save_field,
 )
-from neural_field_addon.core.geometry import TriangleMesh
-from neural_field_addon.core.metrics import compare_meshes
-from neural_field_addon.core.networks import FieldNetwork
-from neural_field_addon.core.training import FieldFitter, FitCancelled, fit_field
+from neural_field_addon.core.surface.extraction import EmptySurfaceError, extract_isosurface
+from neural_field_addon.core.surface.metrics import compare_meshes
 
 # Off-centre, not of unit size: the extracted surface must come back in object coordinates.
 SPHERE_CENTER = np.array([0.25, -0.5, 1.0])
