@@ -26,19 +26,18 @@ import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from bench_docs import replace_section  # noqa: E402
+from bench_docs import replace_section
+from benchlib import ROOT, shared_mesh
+from neural_field_addon.core.config import build_configs
+from neural_field_addon.core.devices import describe_device, resolve_device
+from neural_field_addon.core.fitting.fitter import fit_field
+from neural_field_addon.core.io.fieldfile import load_field, save_field
+from neural_field_addon.core.io.meshio import load_mesh
+from neural_field_addon.core.surface.extraction import ExtractionReport, extract_isosurface
 
-from neural_field_addon.core.config import build_configs  # noqa: E402
-from neural_field_addon.core.devices import describe_device, resolve_device  # noqa: E402
-from neural_field_addon.core.extraction import ExtractionReport, extract_isosurface  # noqa: E402
-from neural_field_addon.core.fieldfile import load_field, save_field  # noqa: E402
-from neural_field_addon.core.meshio import load_mesh  # noqa: E402
-from neural_field_addon.core.training import fit_field  # noqa: E402
 
 def markers(device: str) -> tuple[str, str]:
     """One section per device kind, so a CPU run does not replace the GPU's table."""
@@ -171,7 +170,7 @@ def markdown(rows, agreement, args, device, field_note) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--field", help="a trained field file (.nfield)")
-    parser.add_argument("--mesh", default=os.path.join(os.path.dirname(ROOT), "shared", "meshes", "stanford-bunny.obj"))
+    parser.add_argument("--mesh", default=shared_mesh("stanford-bunny.obj"))
     parser.add_argument("--preset", default="fast", help="preset to fit the mesh with when no --field is given")
     parser.add_argument("--save-field", help="where to keep the fitted field")
     parser.add_argument("--device", default="auto")

@@ -32,20 +32,18 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import torch
 
-import torch  # noqa: E402
-from bench_docs import replace_section  # noqa: E402
-
-from neural_field_addon.core.config import FieldConfig, TrainConfig, preset_configs  # noqa: E402
-from neural_field_addon.core.devices import describe_device, resolve_device  # noqa: E402
-from neural_field_addon.core.extraction import EmptySurfaceError, extract_isosurface  # noqa: E402
-from neural_field_addon.core.fieldfile import save_field  # noqa: E402
-from neural_field_addon.core.meshio import load_mesh  # noqa: E402
-from neural_field_addon.core.metrics import compare_meshes  # noqa: E402
-from neural_field_addon.core.networks import parameter_count  # noqa: E402
-from neural_field_addon.core.training import FieldFitter  # noqa: E402
+from bench_docs import replace_section
+from benchlib import ROOT, SHARED_MESHES
+from neural_field_addon.core.config import FieldConfig, TrainConfig, preset_configs
+from neural_field_addon.core.devices import describe_device, resolve_device
+from neural_field_addon.core.fields.networks import parameter_count
+from neural_field_addon.core.fitting.fitter import FieldFitter
+from neural_field_addon.core.io.fieldfile import save_field
+from neural_field_addon.core.io.meshio import load_mesh
+from neural_field_addon.core.surface.extraction import EmptySurfaceError, extract_isosurface
+from neural_field_addon.core.surface.metrics import compare_meshes
 
 THRESHOLDS = (1e-3, 5e-4, 2e-4)
 MARK_START, MARK_END = "<!-- bench_fit:start -->", "<!-- bench_fit:end -->"
@@ -131,9 +129,9 @@ def time_to(result, threshold):
 
 
 def _tetrahedron():
-    from neural_field_addon.core.geometry import TriangleMesh
-
     import numpy as np
+
+    from neural_field_addon.core.geometry import TriangleMesh
 
     return TriangleMesh(np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1.0]]),
                         np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]]))
@@ -226,7 +224,7 @@ def markdown(results, args, device_name, step_ms, compile_seconds) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--mesh-dir", default=os.path.join(os.path.dirname(ROOT), "shared", "meshes"))
+    parser.add_argument("--mesh-dir", default=SHARED_MESHES)
     parser.add_argument("--meshes", default="stanford-bunny,fandisk,teapot",
                         help="names in --mesh-dir (.obj) or paths to OBJ, PLY or NPZ files")
     parser.add_argument("--configs", default="default,instant-ngp,siren,deepsdf")

@@ -15,11 +15,9 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from neural_field_addon.core.geometry import MeshQuery, TriangleMesh  # noqa: E402
-from neural_field_addon.core.meshio import load_mesh  # noqa: E402
+from benchlib import shared_mesh
+from neural_field_addon.core.geometry import MeshQuery, TriangleMesh
+from neural_field_addon.core.io.meshio import load_mesh
 
 
 def subdivide(mesh: TriangleMesh) -> TriangleMesh:
@@ -43,7 +41,7 @@ def timed(function, *args):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mesh", default=os.path.join(os.path.dirname(ROOT), "shared", "meshes", "stanford-bunny.obj"))
+    parser.add_argument("--mesh", default=shared_mesh("stanford-bunny.obj"))
     parser.add_argument("--points", type=int, default=200_000)
     parser.add_argument("--reference-points", type=int, default=2_000)
     parser.add_argument("--backends", default="bvh,libigl,torch")

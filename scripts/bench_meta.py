@@ -6,7 +6,7 @@ The family is procedural: tori of tube radius 0.2, 0.3, 0.4, 0.5 (major radius 1
 member has tube radius 0.35 and is never trained on. For each budget N, a from-scratch fit of N
 steps gives a Chamfer-L1 (point-to-surface, relative to the diagonal, at extraction resolution
 64); the table gives the fewest steps (from a ladder) with which a fit from the meta-learned
-start (core/metalearning.py: meta-learned body, head solved in closed form) reaches it. Every
+start (core/fitting/metalearning.py: meta-learned body, head solved in closed form) reaches it. Every
 step, from scratch or not, reads one batch of 4,096 points of the held-out torus's pool.
 Issue 6's target: at most N/10.
 """
@@ -14,21 +14,15 @@ Issue 6's target: at most N/10.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "blender_tests"))
-
-from analytic import meta_torus_benchmark  # noqa: E402
-
-from neural_field_addon.core.devices import describe_device, resolve_device  # noqa: E402
-from neural_field_addon.core.extraction import extract_isosurface  # noqa: E402
-from neural_field_addon.core.metalearning import fit_from_initialization, meta_learn_initialization  # noqa: E402
-from neural_field_addon.core.metrics import compare_meshes  # noqa: E402
-from neural_field_addon.core.training import fit_field  # noqa: E402
+from benchlib import meta_torus_benchmark
+from neural_field_addon.core.devices import describe_device, resolve_device
+from neural_field_addon.core.fitting.fitter import fit_field
+from neural_field_addon.core.fitting.metalearning import fit_from_initialization, meta_learn_initialization
+from neural_field_addon.core.surface.extraction import extract_isosurface
+from neural_field_addon.core.surface.metrics import compare_meshes
 
 LADDER = (1, 2, 3, 5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 400)
 

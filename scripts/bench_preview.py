@@ -3,7 +3,7 @@
     python scripts/bench_preview.py --space SPACE.nfield [--device cpu] [--resolution 64]
                                     [--updates 40] [--drag-seconds 5]
 
-The worker is the one the add-on starts (blender/jobs.py PreviewSession -> core/preview.py): a
+The worker is the one the add-on starts (blender/jobs.py PreviewSession -> core/service/preview.py): a
 separate process with the space loaded, answering blend requests with meshes in NPZ files. Two
 measures, both including reading each mesh back as the add-on does:
 - sequential: the next blend is asked for when the previous mesh has arrived (the rate a slider
@@ -22,11 +22,9 @@ import statistics
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from neural_field_addon.blender.jobs import PreviewSession  # noqa: E402
-from neural_field_addon.core.meshio import load_mesh  # noqa: E402
+import benchlib  # noqa: F401 - the checkout's package on the path
+from neural_field_addon.blender.jobs import PreviewSession
+from neural_field_addon.core.io.meshio import load_mesh
 
 
 def wait_for(session: PreviewSession, kind: str, request_id=None, timeout: float = 120.0) -> dict:

@@ -31,22 +31,20 @@ from dataclasses import replace
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "blender_tests"))
-
-from analytic import SHARED_MESHES, chair, superquadric, torus  # noqa: E402
-
-from neural_field_addon.core.devices import describe_device, resolve_device  # noqa: E402
-from neural_field_addon.core.extraction import extract_isosurface  # noqa: E402
-from neural_field_addon.core.fieldfile import save_space  # noqa: E402
-from neural_field_addon.core.geometry import TriangleMesh  # noqa: E402
-from neural_field_addon.core.geometry.sampling import sample_surface  # noqa: E402
-from neural_field_addon.core.meshio import load_mesh  # noqa: E402
-from neural_field_addon.core.metrics import compare_meshes  # noqa: E402
-from neural_field_addon.core.progress import ProgressBar  # noqa: E402
-from neural_field_addon.core.shapespace import fit_shape_space, reconstruct, space_configs  # noqa: E402
-from neural_field_addon.core.training import fit_field  # noqa: E402
+from benchlib import SHARED_MESHES
+from neural_field_addon.core.config import space_configs
+from neural_field_addon.core.devices import describe_device, resolve_device
+from neural_field_addon.core.fitting.fitter import fit_field
+from neural_field_addon.core.fitting.inference import reconstruct
+from neural_field_addon.core.fitting.space_fitter import fit_shape_space
+from neural_field_addon.core.geometry import TriangleMesh
+from neural_field_addon.core.geometry.procedural import chair, superquadric, torus
+from neural_field_addon.core.geometry.sampling import sample_surface
+from neural_field_addon.core.io.fieldfile import save_space
+from neural_field_addon.core.io.meshio import load_mesh
+from neural_field_addon.core.service.progress import ProgressBar
+from neural_field_addon.core.surface.extraction import extract_isosurface
+from neural_field_addon.core.surface.metrics import compare_meshes
 
 FAMILIES = {
     # (training members, held-out member), each a (name, builder) pair

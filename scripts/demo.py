@@ -16,9 +16,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from benchlib import ROOT
 
 
 def main() -> int:
@@ -43,10 +41,9 @@ def run(args, user_folder: str, started: float) -> int:
     import torch
 
     import build_extension
-
-    from neural_field_addon.core.fieldfile import read_header
     from neural_field_addon.core.geometry import TriangleMesh
-    from neural_field_addon.core.metrics import compare_meshes
+    from neural_field_addon.core.io.fieldfile import read_header
+    from neural_field_addon.core.surface.metrics import compare_meshes
 
     cuda = torch.cuda.is_available()
     steps = args.steps or (3000 if cuda else 1000)

@@ -10,20 +10,17 @@ not for reporting: bench_fit.py measures what docs/BENCHMARKS.md records.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import torch
 
-import torch  # noqa: E402
-
-from neural_field_addon.core.config import preset_configs  # noqa: E402
-from neural_field_addon.core.devices import resolve_device  # noqa: E402
-from neural_field_addon.core.geometry import DeviceSampler, MeshQuery  # noqa: E402
-from neural_field_addon.core.meshio import load_mesh  # noqa: E402
-from neural_field_addon.core.training import FieldFitter  # noqa: E402
+from benchlib import shared_mesh
+from neural_field_addon.core.config import preset_configs
+from neural_field_addon.core.devices import resolve_device
+from neural_field_addon.core.fitting.fitter import FieldFitter
+from neural_field_addon.core.geometry import DeviceSampler, MeshQuery
+from neural_field_addon.core.io.meshio import load_mesh
 
 
 def timed(label, function):
@@ -38,8 +35,8 @@ def timed(label, function):
 def kernel_times(batch: int) -> None:
     """Encoding forward and backward alone, for grids whose levels are all coarse (dense, heavy
     atomic contention), all fine (hashed) or the default mix; sorted and unsorted points."""
+    from neural_field_addon.core.fields.encodings import HashGridEncoding
     from neural_field_addon.core.geometry.bvh import morton_order_tensor
-    from neural_field_addon.core.hashgrid import HashGridEncoding
 
     points = torch.rand(batch, 3, device="cuda") * 2.0 - 1.0
     ordered = points[morton_order_tensor(points, [-1.0] * 3, [1.0] * 3)].contiguous()
@@ -63,7 +60,7 @@ def kernel_times(batch: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mesh", default=os.path.join(os.path.dirname(ROOT), "shared", "meshes", "stanford-bunny.obj"))
+    parser.add_argument("--mesh", default=shared_mesh("stanford-bunny.obj"))
     parser.add_argument("--batch", type=int, default=1 << 18)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--kernels", action="store_true", help="also time the encoding kernels alone")

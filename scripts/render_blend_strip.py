@@ -16,9 +16,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import benchlib  # noqa: F401 - the checkout's package on the path
 
 
 def main() -> int:
@@ -39,9 +37,9 @@ def main() -> int:
 def run(args, user_folder: str) -> int:
     import bpy
     import numpy as np
+    from render_row import render_row
 
     import build_extension
-    from render_row import render_row
 
     zip_path = build_extension.build(os.path.join(user_folder, "dist"))
     bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)

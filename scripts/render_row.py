@@ -3,7 +3,7 @@
     .venv/bin/python scripts/render_row.py OUT.png MESH [MESH ...] [--labels "A|B|..."]
         [--y-up] [--yaw DEG] [--scale common|each] [--colors source,field,...] [--width PX]
 
-MESH is an OBJ, PLY or NPZ (core.meshio; an NPZ's `normals`, when present, shade it). With
+MESH is an OBJ, PLY or NPZ (core.io.meshio; an NPZ's `normals`, when present, shade it). With
 `--scale common` (the default) all meshes keep their relative sizes (a blend strip); `each`
 scales every mesh to the same height. `--y-up` turns Y-up files (most scans) to Blender's Z-up.
 """
@@ -15,8 +15,7 @@ import math
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import benchlib  # noqa: F401 - the checkout's package on the path
 
 COLOURS = {"source": (0.75, 0.75, 0.78, 1.0), "field": (0.95, 0.55, 0.25, 1.0), "blend": (0.55, 0.7, 0.95, 1.0)}
 
@@ -24,7 +23,7 @@ COLOURS = {"source": (0.75, 0.75, 0.78, 1.0), "field": (0.95, 0.55, 0.25, 1.0), 
 def _load(path: str, y_up: bool):
     import numpy as np
 
-    from neural_field_addon.core.meshio import load_mesh
+    from neural_field_addon.core.io.meshio import load_mesh
 
     mesh = load_mesh(path)
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
