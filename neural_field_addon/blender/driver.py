@@ -27,6 +27,7 @@ PHASE_LABELS = {
     "reconstruct": "Fitting the code",
     "extract": "Extracting surface",
     "evaluate": "Measuring fidelity",
+    "bake": "Baking the texture",
 }
 
 
@@ -85,7 +86,8 @@ class JobState:
         """Redraw the loss-curve PNG, at most once a second while training."""
         if not self.losses or (not force and time.monotonic() - self._curve_drawn < 1.0):
             return
-        from ..core.io.plot import loss_curve, write_png
+        from ..core.io.images import write_png
+        from ..core.io.plot import loss_curve
 
         self._curve_drawn = time.monotonic()
         path = os.path.join(storage.user_folder("progress"), "loss_curve.png")

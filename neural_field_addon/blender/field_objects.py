@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import bpy
-import numpy as np
 
 from . import mesh_bridge, storage
 
@@ -25,22 +24,10 @@ def fields_collection(scene) -> bpy.types.Collection:
     return collection
 
 
-def load_arrays(path: str):
-    """The worker's result mesh (NPZ written by core/io/meshio.py): vertices, faces and the vertex
-    normals, or None where they were not asked for."""
-    from ..core.io.meshio import load_mesh
-
-    mesh = load_mesh(path)
-    with np.load(path, allow_pickle=False) as data:
-        normals = np.asarray(data["normals"]) if "normals" in data else None
-    return mesh.vertices, mesh.faces, normals
-
-
 def new_field_object(collection, name: str, mesh_out: str, frame):
     """A new object holding the worker's mesh, linked into `collection`, placed like `frame` (the
     object whose coordinates the mesh is in) where it still exists."""
-    vertices, faces, normals = load_arrays(mesh_out)
-    obj = bpy.data.objects.new(name, mesh_bridge.mesh_from_arrays(name, vertices, faces, normals))
+    obj = bpy.data.objects.new(name, mesh_bridge.result_mesh(name, mesh_out))
     collection.objects.link(obj)
     if frame is not None:
         obj.matrix_world = frame.matrix_world.copy()
@@ -63,10 +50,12 @@ def record_field(obj, source_name: str, field_path: str, report: dict, extracted
     record.train_seconds = float(report.get("train_seconds", 0.0))
     record.resolution = extracted.resolution
     record.level = extracted.level
+    record.field_color_psnr = float(report.get("field_color_psnr", -1.0))
     if metrics:
         record.chamfer = metrics["chamfer_l1"]
         record.normal_consistency = metrics["normal_consistency"]
         record.fscore = metrics["fscore"]
+        record.color_psnr = float(metrics.get("color_psnr", -1.0))
 
 
 def new_space_object(collection, name: str, mesh_out: str, frame, source_name: str, space: dict, shape: int,
@@ -84,18 +73,19 @@ def new_space_object(collection, name: str, mesh_out: str, frame, source_name: s
 
 def replace_field_mesh(obj, mesh_out: str) -> int:
     """Give the field object the worker's new mesh in place of its old one, with the old one's
-    name and materials; returns the new mesh's vertex count."""
-    vertices, faces, normals = load_arrays(mesh_out)
+    name and materials (and its colours, where the field has them); returns the new mesh's vertex
+    count."""
     old = obj.data
     name = old.name
-    mesh = mesh_bridge.mesh_from_arrays(name, vertices, faces, normals)
-    for material in old.materials:
-        mesh.materials.append(material)
+    mesh = mesh_bridge.result_mesh(name, mesh_out)
+    if not len(mesh.materials):
+        for material in old.materials:
+            mesh.materials.append(material)
     obj.data = mesh
     if old.users == 0:
         bpy.data.meshes.remove(old)
         mesh.name = name  # keep "X.field" rather than "X.field.001"
-    return len(vertices)
+    return len(mesh.vertices)
 
 
 def select_only(context, objects) -> None:

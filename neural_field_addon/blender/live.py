@@ -162,14 +162,12 @@ def wait(timeout: float = 30.0) -> bool:
 
 
 def _show(message: dict) -> None:
-    from ..core.io.meshio import load_mesh
-
     owner = bpy.data.objects.get(LIVE.owner)
     if owner is None:  # deleted (or undone) while previewing
         stop()
         return
     try:
-        surface = load_mesh(message["path"])
+        mesh = mesh_bridge.result_mesh(LIVE.preview, message["path"])
     except (OSError, ValueError) as error:
         LIVE.message = f"cannot read the preview mesh: {error}"
         return
@@ -177,9 +175,10 @@ def _show(message: dict) -> None:
         _remove_quietly(message["path"])
     preview = _preview_object(owner)
     old = preview.data
-    preview.data = mesh_bridge.mesh_from_arrays(LIVE.preview, surface.vertices, surface.faces)
-    for material in owner.data.materials:
-        preview.data.materials.append(material)
+    preview.data = mesh
+    if not len(mesh.materials):  # a coloured preview has the colour material already
+        for material in owner.data.materials:
+            preview.data.materials.append(material)
     if old is not None and old.users == 0:
         bpy.data.meshes.remove(old)
         preview.data.name = LIVE.preview

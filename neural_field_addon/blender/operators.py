@@ -44,6 +44,11 @@ def _report_skipped(operator, skipped) -> None:
         operator.report({"WARNING"}, "Skipped, no geometry to fit: " + ", ".join(skipped))
 
 
+def _report_color_notes(operator, notes) -> None:
+    for note in notes:
+        operator.report({"WARNING"}, f"Colour: {note}")
+
+
 def _field_file(obj) -> str:
     """The absolute path of the field file `obj` uses, refused unless it holds what `obj` needs."""
     path = storage.absolute_path(obj.neural_field.field_path)
@@ -66,8 +71,10 @@ class NEURAL_FIELD_OT_fit(WorkerOperator, bpy.types.Operator):
 
     def fill_job(self, context, job: WorkerJob) -> None:
         settings = context.scene.neural_field
-        sources, mesh_files, skipped = export_selected(context, job)
+        notes = []
+        sources, mesh_files, skipped = export_selected(context, job, colors=settings.color, notes=notes)
         _report_skipped(self, skipped)
+        _report_color_notes(self, notes)
         self._extract = _extract_settings(settings)
         configs = properties.fit_task_settings(settings, job_device(context))
         self._sources = []
@@ -75,7 +82,7 @@ class NEURAL_FIELD_OT_fit(WorkerOperator, bpy.types.Operator):
             job.add_task(make_task(
                 FitTask, f"Cannot fit '{obj.name}'", mesh=mesh_file, field_path=storage.new_field_path(obj.name),
                 **configs, extract=self._extract, mesh_out=job.path(f"result_{index}.npz"),
-                evaluate=settings.evaluate))
+                evaluate=settings.evaluate, color=None if settings.color else False))
             self._sources.append(obj.name)
 
     def apply(self, context, job, results, errors):
@@ -115,8 +122,10 @@ class NEURAL_FIELD_OT_fit_shape_space(WorkerOperator, bpy.types.Operator):
 
     def fill_job(self, context, job: WorkerJob) -> None:
         settings = context.scene.neural_field
-        sources, meshes, skipped = export_selected(context, job, at_least=2)
+        notes = []
+        sources, meshes, skipped = export_selected(context, job, at_least=2, colors=settings.color, notes=notes)
         _report_skipped(self, skipped)
+        _report_color_notes(self, notes)
         self._sources = [obj.name for obj in sources]
         self._extract = _extract_settings(settings)
         train_config = {"seed": settings.seed, "device": job_device(context)}
@@ -127,7 +136,7 @@ class NEURAL_FIELD_OT_fit_shape_space(WorkerOperator, bpy.types.Operator):
             space_path=storage.new_field_path("space"), field_config={"init_seed": settings.seed},
             train_config=train_config, extract=self._extract,
             mesh_out=[job.path(f"result_{i}.npz") for i in range(len(sources))],
-            mix_weight=MIX_WEIGHT if settings.smooth_blends else 0.0))
+            mix_weight=MIX_WEIGHT if settings.smooth_blends else 0.0, color=None if settings.color else False))
 
     def apply(self, context, job, results, errors):
         names = self._sources

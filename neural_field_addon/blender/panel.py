@@ -32,6 +32,7 @@ class VIEW3D_PT_neural_field(bpy.types.Panel):
         col.prop(settings, "steps")
         col.prop(settings, "device")
         col.prop(settings, "seed")
+        col.prop(settings, "color")
         col.prop(settings, "evaluate")
         col.operator("neural_field.fit", icon="PLAY")
         row = col.row(align=True)
@@ -91,6 +92,13 @@ class VIEW3D_PT_neural_field(bpy.types.Panel):
         if record.chamfer >= 0:
             box.label(text=f"Chamfer-L1 {record.chamfer:.2e} of diagonal")
             box.label(text=f"Normal consistency {record.normal_consistency:.3f}, F-score {record.fscore:.3f}")
+        if record.color_psnr >= 0 or record.field_color_psnr >= 0:
+            parts = []
+            if record.color_psnr >= 0:
+                parts.append(f"mesh {record.color_psnr:.1f} dB")
+            if record.field_color_psnr >= 0:
+                parts.append(f"field {record.field_color_psnr:.1f} dB")
+            box.label(text="Colour PSNR " + ", ".join(parts))
 
 
 _PREVIEWS = {}  # "collection": bpy.utils.previews collection holding the loss-curve thumbnail

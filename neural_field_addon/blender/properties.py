@@ -151,6 +151,10 @@ class NeuralFieldSceneSettings(bpy.types.PropertyGroup):
     normals: BoolProperty(
         name="Field Normals", description="Shade the extracted surface smooth with vertex normals "
         "from the field's gradient", default=False)
+    color: BoolProperty(
+        name="Colour", description="Fit the sources' colours with their shape (image textures, colour "
+        "attributes, materials' Base Colors) and show them on the result; sources without colours fit "
+        "their shape alone", default=True)
     evaluate: BoolProperty(
         name="Measure Fidelity", description="After fitting, measure Chamfer distance, normal "
         "consistency and F-score of the result against the source", default=True)
@@ -195,6 +199,10 @@ class NeuralFieldObjectSettings(bpy.types.PropertyGroup):
                            "source, as a fraction of its bounding-box diagonal", default=-1.0, precision=6)
     normal_consistency: FloatProperty(name="Normal Consistency", default=-1.0, precision=4)
     fscore: FloatProperty(name="F-score", description="F-score at 1% of the diagonal", default=-1.0, precision=4)
+    color_psnr: FloatProperty(name="Colour PSNR", description="sRGB PSNR (dB) of the result's vertex colours "
+                              "against the source's colours (-1: not measured)", default=-1.0, precision=2)
+    field_color_psnr: FloatProperty(name="Field Colour PSNR", description="sRGB PSNR (dB) of the colour field "
+                                    "at points of the source (-1: no colour)", default=-1.0, precision=2)
     # Shape spaces: every shape's object references the one space file.
     space_shape: IntProperty(name="Shape in Space", description="This object's shape in its shape space "
                              "(-1: a single field)", default=-1, min=-1)

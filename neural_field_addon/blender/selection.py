@@ -32,10 +32,13 @@ def selected_sources(context) -> tuple[list, list]:
     return sources, skipped
 
 
-def export_selected(context, job, at_least: int = 1):
+def export_selected(context, job, at_least: int = 1, colors: bool = False, notes: list | None = None):
     """The selected objects' evaluated triangles, checked and written into the job folder; returns
-    the source objects, their NPZ paths and the names of selected objects without geometry.
-    Nothing is written if any of them is refused."""
+    the source objects, their NPZ paths and the names of selected objects without geometry. With
+    `colors`, each file also holds its surface's colours (core/appearance/surface_colors.py's
+    arrays) and `notes` gets what was skipped, naming the object. Nothing is written if any of them
+    is refused."""
+    from ..core.appearance.surface_colors import colors_to_arrays
     from ..core.geometry.mesh import TriangleMesh
 
     sources, skipped = selected_sources(context)
@@ -48,7 +51,12 @@ def export_selected(context, job, at_least: int = 1):
     depsgraph = context.evaluated_depsgraph_get()
     exported = []
     for obj in sources:
-        vertices, faces = mesh_bridge.evaluated_triangles(obj, depsgraph)
+        skipped_colors = [] if colors else None
+        read = mesh_bridge.evaluated_triangles(obj, depsgraph, skipped_colors)
+        vertices, faces = read[0], read[1]
+        surface = read[2] if colors else None
+        if notes is not None and skipped_colors:
+            notes.extend(f"'{obj.name}': {note}" for note in skipped_colors)
         if len(faces) == 0 and obj.type != "MESH":
             what = ("instances no geometry with faces" if mesh_bridge.is_collection_instance(obj)
                     else f"is a {obj.type.lower()} without faces (give it a bevel, extrusion or fill, or deselect it)")
@@ -57,11 +65,11 @@ def export_selected(context, job, at_least: int = 1):
             TriangleMesh(vertices, faces)
         except ValueError as error:
             raise InputError(f"Cannot fit '{obj.name}': {error}") from error
-        exported.append((vertices, faces))
+        exported.append((vertices, faces, {} if surface is None else colors_to_arrays(surface)))
     paths = []
-    for index, (vertices, faces) in enumerate(exported):
+    for index, (vertices, faces, arrays) in enumerate(exported):
         paths.append(job.path(f"mesh_{index}.npz"))
-        np.savez(paths[-1], vertices=vertices, faces=faces)
+        np.savez(paths[-1], vertices=vertices, faces=faces, **arrays)
     return sources, paths, skipped
 
 

@@ -111,6 +111,8 @@ class TrainConfig:
     # 'auto': bf16 autocast for hash-grid fields on CUDA, fp32 otherwise.
     precision: str = "auto"
     report_every: int = 25
+    # With colour: colour points per step, as a share of the batch.
+    color_batch_fraction: float = 0.25
 
     def validate(self) -> "TrainConfig":
         if self.steps < 1:
@@ -127,6 +129,8 @@ class TrainConfig:
             raise ValueError(f"eikonal_weight must be at least 0, got {self.eikonal_weight}")
         if not self.clamp > 0:
             raise ValueError(f"clamp must be positive, got {self.clamp}")
+        if not 0.0 < self.color_batch_fraction <= 4.0:
+            raise ValueError(f"color_batch_fraction must lie in (0, 4], got {self.color_batch_fraction}")
         _check_choice("device", self.device, DEVICES)
         _check_choice("sdf_loss", self.sdf_loss, SDF_LOSSES)
         _check_choice("precision", self.precision, PRECISIONS)
@@ -141,7 +145,8 @@ PRESETS = {
         "field": dict(encoding="hashgrid", hash_levels=16, hash_features=2, hash_log2_size=19,
                       hash_base_resolution=16, hash_finest_resolution=2048, width=64, depth=2,
                       activation="relu"),
-        "train": dict(steps=1500, batch=1 << 18, lr=1e-2, pool_size=1 << 21, sdf_loss="l1"),
+        "train": dict(steps=1500, batch=1 << 18, lr=1e-2, pool_size=1 << 21, sdf_loss="l1",
+                      color_batch_fraction=1 / 16),
     },
     "compact": {
         "field": dict(encoding="fourier", fourier_features=96, fourier_sigma=1.5, width=128, depth=3,
@@ -202,6 +207,31 @@ def slow_configuration_warning(field_config: FieldConfig, train_config: TrainCon
         return (f"a hash grid on the CPU runs in plain PyTorch: about {seconds_per_step:.0f} s per step at a "
                 f"batch of {train_config.batch}; the Compact preset suits the CPU")
     return ""
+
+
+# ----------------------------------------------------------------------------- colour
+# A colour field is its own small network beside the shape's (fields/color.py): a field's
+# colour then never costs its shape capacity, and a fit without colour is unchanged. Its
+# architecture follows the shape's encoding: a hash grid of its own (a quarter of the shape's
+# table: 2^17 entries a level for the Fast preset) where the shape has one, and Fourier features
+# at a higher bandwidth otherwise (textures have finer detail than shapes). Measured on Spot with
+# its texture (docs/BENCHMARKS.md, bench_color.py): 2^17 with 1/16 of the batch beat 2^18 and
+# 2^19 with 1/8 to 1/2 of it, in time and in PSNR alike.
+COLOR_POOL_FRACTION = 0.5  # colour pool, against the shape's pool
+# A shape space's appearance code per shape, read by its colour decoder after the shape's code.
+COLOR_CODE_DIM = 16
+
+
+def color_config(shape: FieldConfig) -> FieldConfig:
+    """The colour network's architecture for a field (or a space's decoder) of config `shape`;
+    a shape space's colour decoder takes the shape's code and an appearance code, no latent grid."""
+    common = dict(kind="sdf", skip_layer=0, latent_dim=shape.latent_dim + (COLOR_CODE_DIM if shape.latent_dim else 0),
+                  latent_grid=0, init_seed=shape.init_seed + 1)
+    if shape.encoding == "hashgrid":
+        return replace(shape, hash_log2_size=max(8, min(shape.hash_log2_size - 2, 17)), width=64, depth=2,
+                       activation="relu", **common).validate()
+    return FieldConfig(encoding="fourier", fourier_features=128, fourier_sigma=4.0, width=128, depth=2,
+                       activation="relu", **common).validate()
 
 
 def conditioning_width(config: FieldConfig) -> int:

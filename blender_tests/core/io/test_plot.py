@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from neural_field_addon.core.io.plot import BACKGROUND, COLOURS, loss_curve, write_png
+from neural_field_addon.core.io.images import write_png
+from neural_field_addon.core.io.plot import BACKGROUND, COLOURS, loss_curve
 
 
 def _curve_rows(image, colour):

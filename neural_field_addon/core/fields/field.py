@@ -1,4 +1,5 @@
-"""A fitted field: network, the object-to-field transform, the box it was fitted in, and its report."""
+"""A fitted field: network, the object-to-field transform, the box it was fitted in, its report, and
+optionally its colour network (fields/color.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from ..config import FieldConfig
 from ..devices import flush_denormals
 from ..geometry import FieldTransform
+from .color import linear_color
 from .networks import FieldNetwork
 
 
@@ -22,6 +24,13 @@ class NeuralField:
     box_low: np.ndarray
     box_high: np.ndarray
     report: dict = field(default_factory=dict)
+    # The colour network and its config (None: a shape without colour).
+    color_network: torch.nn.Module | None = None
+    color_config: FieldConfig | None = None
+
+    @property
+    def has_color(self) -> bool:
+        return self.color_network is not None
 
     @property
     def kind(self) -> str:
@@ -50,3 +59,21 @@ class NeuralField:
             self.transform.to_field(points_object), dtype=torch.float32, device=self.device
         )
         return self.evaluate_field_space(points).double().cpu().numpy() / self.transform.scale
+
+    @torch.no_grad()
+    def color_field_space(self, points: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:
+        """Linear RGB (q, 3) at field-space points (q, 3)."""
+        if self.color_network is None:
+            raise ValueError("this field has no colour: fit it with colour (--color)")
+        flush_denormals()
+        self.color_network.eval()
+        out = torch.empty(len(points), 3, dtype=torch.float32, device=points.device)
+        for start in range(0, len(points), chunk):
+            out[start : start + chunk] = linear_color(self.color_network(points[start : start + chunk]))
+        return out
+
+    def colors(self, points_object: np.ndarray) -> np.ndarray:
+        """Linear RGB (q, 3) float32 at object-space points (q, 3): an extracted mesh's vertex
+        colours, a baked texture's texels."""
+        points = torch.as_tensor(self.transform.to_field(points_object), dtype=torch.float32, device=self.device)
+        return self.color_field_space(points).cpu().numpy()

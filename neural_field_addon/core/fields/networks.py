@@ -1,7 +1,8 @@
-"""Field networks: an input encoding, an MLP trunk, and a scalar head.
+"""Field networks: an input encoding, an MLP trunk, and a head.
 
 - kind 'sdf': the head is the signed distance in field units (negative inside);
-- kind 'occupancy': the head is the logit of 'inside'.
+- kind 'occupancy': the head is the logit of 'inside';
+- a colour network (`outputs=3`, fields/color.py): the head is the logit of linear RGB.
 `FieldNetwork.field_value` turns either into one convention, negative inside and zero on the
 surface, so extraction and rendering need not know the kind.
 
@@ -57,9 +58,10 @@ def _siren_init(layer: nn.Linear, first: bool, omega: float) -> None:
 
 
 class FieldNetwork(nn.Module):
-    def __init__(self, config: FieldConfig):
+    def __init__(self, config: FieldConfig, outputs: int = 1):
         super().__init__()
         self.config = config
+        self.outputs = outputs
         # Seeded initialisation without disturbing the caller's global random state.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.init_seed)
@@ -76,19 +78,21 @@ class FieldNetwork(nn.Module):
                 self.hidden.append(nn.Linear(in_dim, config.width, bias=bias))
                 in_dim = config.width
             self.activation = _activation(config)
-            self.head = nn.Linear(in_dim, 1)
+            self.head = nn.Linear(in_dim, outputs)
             if config.encoding == "siren":
                 for index, layer in enumerate([*self.hidden, self.head]):
                     _siren_init(layer, first=index == 0, omega=config.siren_omega)
-            self.fused_trunk = fused_trunk_eligible(config)
-            if config.kind == "occupancy":
+            # The fused kernels compute one output (a distance or a logit).
+            self.fused_trunk = outputs == 1 and fused_trunk_eligible(config)
+            if config.kind == "occupancy" and outputs == 1:
                 # Start from 'outside' everywhere (p = 0.12): most of the box is empty, and
                 # regions the samples rarely reach then stay empty instead of floating at p = 0.5.
                 with torch.no_grad():
                     self.head.bias.fill_(OCCUPANCY_PRIOR_LOGIT / OCCUPANCY_LOGIT_SCALE)
 
     def forward(self, points: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
-        """The head's raw output (q,) at field-space points (q, 3): distance or logit. A decoder
+        """The head's raw output (q,) at field-space points (q, 3): distance or logit ((q, outputs)
+        for more than one output). A decoder
         (latent_dim > 0) takes the latent code, one for all points or one per point; with latent
         grids, each point's code is followed by its grid features (conditioning_width in all)."""
         if self._fused_trunk(points):
@@ -97,8 +101,10 @@ class FieldNetwork(nn.Module):
             out = fused_mlp(self.encoding(points), [layer.weight for layer in self.hidden], self.head.weight,
                             self.head.bias)
         else:
-            out = self.head(self.features(points, code)).squeeze(-1)
-        return out * OCCUPANCY_LOGIT_SCALE if self.config.kind == "occupancy" else out
+            out = self.head(self.features(points, code))
+            if self.outputs == 1:
+                out = out.squeeze(-1)
+        return out * OCCUPANCY_LOGIT_SCALE if self.config.kind == "occupancy" and self.outputs == 1 else out
 
     def _fused_trunk(self, points: torch.Tensor) -> bool:
         """Whether the Triton kernels of mlp_triton compute this call: a network of their shape,
@@ -175,6 +181,7 @@ class ConditionedNetwork(nn.Module):
         self.encoding = decoder.encoding
         self.activation = decoder.activation
         self.head = decoder.head
+        self.outputs = decoder.outputs
         reference = next(decoder.parameters())
         code = code.detach().reshape(-1).to(reference)
         if len(code) != config.latent_dim:
@@ -207,7 +214,8 @@ class ConditionedNetwork(nn.Module):
                 self.weights.append(nn.Parameter(layer.weight[:, ~mask].clone(), requires_grad=False))
                 self.biases.append(nn.Parameter(bias + layer.weight[:, mask] @ codes, requires_grad=False))
 
-    def field_value(self, points: torch.Tensor) -> torch.Tensor:
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        """The head's raw output, as FieldNetwork.forward with the code given."""
         encoded = self.encoding(points)
         if self.grid is not None:
             shape = torch.zeros(len(points), dtype=torch.long, device=points.device)
@@ -218,7 +226,13 @@ class ConditionedNetwork(nn.Module):
             if index == self.config.skip_layer:
                 x = torch.cat([x, encoded], dim=-1)
             x = self.activation(nn.functional.linear(x, weight.to(x.dtype), bias.to(x.dtype)))
-        out = self.head(x).squeeze(-1)
-        if self.config.kind == "occupancy":
-            return -out * OCCUPANCY_LOGIT_SCALE
-        return out
+        out = self.head(x)
+        if self.outputs > 1:
+            return out
+        out = out.squeeze(-1)
+        return out * OCCUPANCY_LOGIT_SCALE if self.config.kind == "occupancy" else out
+
+    def field_value(self, points: torch.Tensor) -> torch.Tensor:
+        """Negative inside, positive outside, zero on the surface, whatever the kind."""
+        out = self.forward(points)
+        return -out if self.config.kind == "occupancy" else out

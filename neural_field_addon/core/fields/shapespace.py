@@ -55,6 +55,11 @@ class ShapeSpace:
     grids: torch.Tensor | None = None
     grid_low: np.ndarray | None = None
     grid_high: np.ndarray | None = None
+    # With colour: a colour decoder (fields/color.py) and its config, and an appearance code per
+    # shape (shapes, COLOR_CODE_DIM); the decoder reads a shape's code followed by its appearance code.
+    color_network: FieldNetwork | None = None
+    color_config: FieldConfig | None = None
+    color_codes: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -64,10 +69,18 @@ class ShapeSpace:
         return self.codes.device
 
     def field_for_code(self, code: torch.Tensor, transform: FieldTransform,
-                       grid: torch.Tensor | None = None) -> NeuralField:
-        """The field of a code (and, with latent grids, a grid: the space's mean if none is given)."""
+                       grid: torch.Tensor | None = None, color_code: torch.Tensor | None = None) -> NeuralField:
+        """The field of a code (and, with latent grids, a grid: the space's mean if none is given;
+        with colour, an appearance code: the space's mean if none is given)."""
         if grid is None:
             grid = self.mean_grid()
+        color = color_config = None
+        if self.color_network is not None:
+            if color_code is None:
+                color_code = self.color_codes.mean(dim=0)
+            conditioning = torch.cat([code.reshape(-1).to(self.device), color_code.reshape(-1).to(self.device)])
+            color = ConditionedNetwork(self.color_network, conditioning)
+            color_config = replace(self.color_config, latent_dim=0)
         return NeuralField(
             config=replace(self.config, latent_dim=0, latent_grid=0),
             network=ConditionedNetwork(self.network, code.to(self.device), grid, self.grid_low, self.grid_high),
@@ -75,12 +88,15 @@ class ShapeSpace:
             box_low=self.box_low,
             box_high=self.box_high,
             report=dict(self.report),
+            color_network=color,
+            color_config=color_config,
         )
 
     def shape(self, index: int) -> NeuralField:
         """The field of shape `index`, in its source's coordinates."""
         self._check_index(index)
-        return self.field_for_code(self.codes[index], self.transforms[index], self._grid(index))
+        return self.field_for_code(self.codes[index], self.transforms[index], self._grid(index),
+                                   None if self.color_codes is None else self.color_codes[index])
 
     def blend(self, weights: dict, spherical: bool = False) -> NeuralField:
         """The field of a weighted blend {shape index: weight} (weights summing to 1): the
@@ -102,15 +118,18 @@ class ShapeSpace:
             code = interpolate_codes(self.codes[a], self.codes[b], weights[b], spherical=True)
         else:
             code = sum(weights[i] * self.codes[i] for i in indices)
-        grid = None
+        grid = color_code = None
         if self.grids is not None:  # grids mix linearly, with the blend's weights
             grid = sum(weights[i] * self.grids[i] for i in indices)
-        return self.field_for_code(code, self._blend_transform(weights), grid)
+        if self.color_codes is not None:  # and so do appearance codes: colours blend with the shape
+            color_code = sum(weights[i] * self.color_codes[i] for i in indices)
+        return self.field_for_code(code, self._blend_transform(weights), grid, color_code)
 
     def with_shape(self, code: torch.Tensor, transform: FieldTransform, name: str,
-                   grid: torch.Tensor | None = None) -> "ShapeSpace":
+                   grid: torch.Tensor | None = None, color_code: torch.Tensor | None = None) -> "ShapeSpace":
         """A new space with one more shape (a reconstruction), sharing this one's decoder; with
-        latent grids, its grid (the space's mean grid if none is given)."""
+        latent grids, its grid (the space's mean grid if none is given); with colour, its
+        appearance code (the mean one if none is given)."""
         code = code.detach().reshape(1, -1).to(self.codes)
         if code.shape[1] != self.codes.shape[1]:
             raise ValueError(f"the space's codes have {self.codes.shape[1]} dimensions; got {code.shape[1]}")
@@ -120,8 +139,13 @@ class ShapeSpace:
             if grid.numel() != grids[0].numel():
                 raise ValueError(f"the space's grids are {tuple(grids.shape[1:])}; got {tuple(grid.shape)}")
             grids = torch.cat([grids, grid.reshape(1, *grids.shape[1:])])
+        color_codes = self.color_codes
+        if color_codes is not None:
+            color_code = color_codes.mean(dim=0) if color_code is None else color_code.detach().to(color_codes)
+            color_codes = torch.cat([color_codes, color_code.reshape(1, -1)])
         return replace(self, codes=torch.cat([self.codes, code]), names=[*self.names, name],
-                       transforms=[*self.transforms, transform], report=dict(self.report), grids=grids)
+                       transforms=[*self.transforms, transform], report=dict(self.report), grids=grids,
+                       color_codes=color_codes)
 
     def _grid(self, index: int) -> torch.Tensor | None:
         return None if self.grids is None else self.grids[index]

@@ -5,6 +5,10 @@ scales plus uniform points in the padded box) with exact signed distances (occup
 their sign); each step draws a random batch from the pool. The loss is read back to the host
 only every `report_every` steps, so the GPU is not stalled by a synchronisation per step.
 
+With colours (appearance.surface_colors), a colour network (fields/color.py) is fitted in the same
+steps: a second pool of points on and near the surface, each with the colour of its closest
+source point, and a batch of them per step scored in sRGB, where the colour PSNR is measured.
+
 On CUDA, hash-grid fields train under bf16 autocast (the encoding itself stays fp32) with
 PyTorch's fused Adam, and each batch is sorted along the pool's Morton order so neighbouring
 lanes of the encoding kernel read neighbouring table entries.
@@ -18,13 +22,20 @@ from typing import Callable
 
 import torch
 
-from ..config import FieldConfig, TrainConfig, check_compatible
+from ..appearance.colorspace import linear_to_srgb
+from ..appearance.surface_colors import DeviceColors, SurfaceColors, barycentric_of
+from ..config import COLOR_POOL_FRACTION, FieldConfig, TrainConfig, check_compatible, color_config
 from ..devices import describe_device, flush_denormals, resolve_device
+from ..fields.color import color_network
 from ..fields.field import NeuralField
 from ..fields.networks import FieldNetwork, parameter_count
 from ..geometry import DeviceSampler, FieldTransform, MeshQuery, TriangleMesh
 from ..geometry.bvh import morton_order_tensor
-from .objectives import SDF_LOSSES, eikonal, occupancy_bce
+from .objectives import SDF_LOSSES, eikonal, occupancy_bce, srgb_mse
+
+# Colour samples off the surface: Gaussian offsets at these scales (field units), so colour is
+# defined across the band where an extracted surface can lie.
+COLOR_NEAR_SCALES = (0.002, 0.01)
 
 
 class FitCancelled(Exception):
@@ -42,9 +53,12 @@ class FieldFitter:
         train_config: TrainConfig | None = None,
         use_cuda_graph: bool = True,
         initial_state: dict | None = None,
+        colors: SurfaceColors | None = None,
+        color_network_config: FieldConfig | None = None,
     ):
         """`initial_state`: network weights to start from (e.g. a meta-learned initialisation)
-        instead of the seeded initialisation."""
+        instead of the seeded initialisation. `colors`: the source's surface colours, fitted by a
+        colour network beside the shape (of `color_network_config`, else config.color_config's)."""
         self.field_config = (field_config or FieldConfig()).validate()
         self.train_config = (train_config or TrainConfig()).validate()
         check_compatible(self.field_config, self.train_config)
@@ -64,6 +78,12 @@ class FieldFitter:
         if initial_state is not None:
             self.network.load_state_dict(initial_state)
         self.network = self.network.to(self.device)
+        self.colors = colors.check(mesh) if colors is not None else None
+        self.color_config = self.color_network = None
+        if self.colors is not None:
+            self.color_config = (color_network_config or color_config(self.field_config)).validate()
+            self.color_network = color_network(self.color_config).to(self.device)
+            self._device_colors = DeviceColors(self.colors, self.device)
         self.autocast = autocast_dtype(self.field_config, self.train_config, self.device)
         cuda_hash_grid = self.device == "cuda" and self.field_config.encoding == "hashgrid"
         # Sorted batches help the hash-grid kernel's memory access; elsewhere order is moot.
@@ -73,7 +93,8 @@ class FieldFitter:
         # double backward stays eager.)
         self._graph_pending = self.device == "cuda" and self.train_config.eikonal_weight == 0 and use_cuda_graph
         self._graph = None
-        self.optimizer = _optimizer(self.network, self.train_config.lr, self.device, self._graph_pending)
+        networks = [self.network] if self.color_network is None else [self.network, self.color_network]
+        self.optimizer = _optimizer(networks, self.train_config.lr, self.device, self._graph_pending)
         self._start_stepping()
 
     def _start_stepping(self) -> None:
@@ -83,6 +104,8 @@ class FieldFitter:
         self.last_loss = math.nan
         self._pool_points = None
         self._pool_sdf = None
+        self._color_points = None
+        self._color_targets = None
         self._loss_sum = torch.zeros((), device=self.device)
         self._loss_terms = 0
         self._generator = torch.Generator(device=self.device).manual_seed(self.train_config.seed)
@@ -90,9 +113,14 @@ class FieldFitter:
     def build_pool(self) -> None:
         """Sample the training pool and compute its exact signed distances."""
         start = time.perf_counter()
+        query = MeshQuery(self.field_mesh, device=self.device)
         self._pool_points, self._pool_sdf = sample_pool(
-            self.field_mesh, self.field_config.kind, self.train_config, self.sample_low, self.sample_high, self.device
-        )
+            self.field_mesh, self.field_config.kind, self.train_config, self.sample_low, self.sample_high, self.device,
+            query=query)
+        if self.colors is not None:
+            count = max(self.color_batch, int(self.train_config.pool_size * COLOR_POOL_FRACTION))
+            self._color_points, self._color_targets = sample_color_pool(
+                self.field_mesh, self._device_colors, count, self.device, self.train_config.seed, query)
         if self._graph is not None:  # it reads the old pool: capture again from new steps
             self._graph, self._graph_pending = None, True
         self.timings["groundtruth_seconds"] = time.perf_counter() - start
@@ -120,21 +148,39 @@ class FieldFitter:
         self._loss_terms += 1
         self.step_count += 1
 
+    @property
+    def color_batch(self) -> int:
+        """Colour points per step (0 without colour)."""
+        return 0 if self.colors is None else max(1, int(self.train_config.batch * self.train_config.color_batch_fraction))
+
     def _eager_step(self, index: torch.Tensor) -> None:
-        losses = self.losses(self._pool_points[index], self._pool_sdf[index])
+        """One step on a batch index (the shape pool's, then the colour pool's when there is colour)."""
+        batch = self.train_config.batch
+        shape_index, color_index = index[:batch], index[batch:]
+        colors = None
+        if self.colors is not None:
+            colors = (self._color_points[color_index], self._color_targets[color_index])
+        losses = self.losses(self._pool_points[shape_index], self._pool_sdf[shape_index], colors)
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         self.optimizer.step()
         self._loss_sum += losses["total"].detach()
 
     def _batch_index(self) -> torch.Tensor:
-        """A uniform random batch of pool indices (with replacement). Sorted batches come from
-        the order statistics of uniforms, U_(k) = S_k / S_(n+1) with S the running sum of n+1
-        exponentials (Renyi): one scan instead of a sort of the batch."""
-        cfg, pool = self.train_config, len(self._pool_points)
+        """A uniform random batch of pool indices (with replacement), followed by one of the
+        colour pool's when there is colour (one tensor, the CUDA graph's one static input)."""
+        index = self._draw(len(self._pool_points), self.train_config.batch)
+        if self.colors is None:
+            return index
+        return torch.cat([index, self._draw(len(self._color_points), self.color_batch)])
+
+    def _draw(self, pool: int, count: int) -> torch.Tensor:
+        """`count` uniform indices into a pool of `pool`. Sorted draws come from the order
+        statistics of uniforms, U_(k) = S_k / S_(n+1) with S the running sum of n+1 exponentials
+        (Renyi): one scan instead of a sort of the batch."""
         if not self._sorted_batches:
-            return torch.randint(pool, (cfg.batch,), device=self.device, generator=self._generator)
-        gaps = torch.empty(cfg.batch + 1, dtype=torch.float64, device=self.device)
+            return torch.randint(pool, (count,), device=self.device, generator=self._generator)
+        gaps = torch.empty(count + 1, dtype=torch.float64, device=self.device)
         sums = gaps.exponential_(generator=self._generator).cumsum_(0)
         return (sums[:-1] * (pool / sums[-1])).long().clamp_(max=pool - 1)
 
@@ -146,8 +192,9 @@ class FieldFitter:
             else:
                 group["lr"] = scaled
 
-    def losses(self, points: torch.Tensor, target_sdf: torch.Tensor) -> dict:
-        """Named loss terms of a batch; 'total' is minimised."""
+    def losses(self, points: torch.Tensor, target_sdf: torch.Tensor, colors=None) -> dict:
+        """Named loss terms of a batch; 'total' is minimised. `colors`: colour points and their
+        target sRGB colours."""
         cfg = self.train_config
         eikonal_on = cfg.eikonal_weight > 0
         if eikonal_on:
@@ -163,6 +210,12 @@ class FieldFitter:
             (gradient,) = torch.autograd.grad(field.sum(), points, create_graph=True)
             losses["eikonal"] = eikonal(gradient)
             losses["total"] = losses["total"] + cfg.eikonal_weight * losses["eikonal"]
+        if colors is not None:
+            color_points, target = colors
+            with torch.autocast(self.device, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+                logits = self.color_network(color_points)
+            losses["color"] = srgb_mse(logits, target)
+            losses["total"] = losses["total"] + losses["color"]
         return losses
 
     def read_loss(self) -> float:
@@ -219,6 +272,7 @@ class FieldFitter:
             "encoding": self.field_config.encoding,
             "precision": str(self.autocast or torch.float32).replace("torch.", ""),
             "parameters": parameter_count(self.network),
+            **({} if self.color_network is None else {"color_parameters": parameter_count(self.color_network)}),
             **self.timings,
         }
 
@@ -235,7 +289,29 @@ class FieldFitter:
             box_low=self.box_low,
             box_high=self.box_high,
             report=report,
+            color_network=self.color_network,
+            color_config=self.color_config,
         )
+
+
+def sample_color_pool(field_mesh: TriangleMesh, colors: DeviceColors, count: int, device: str, seed: int,
+                      query: MeshQuery):
+    """Colour training points (count, 3) in field space, half on the surface and half a little off
+    it (COLOR_NEAR_SCALES), in Morton order, each with the sRGB colour (count, 3) of its closest
+    point of the source."""
+    sampler = DeviceSampler(field_mesh, device, seed + 1)
+    on_count = count // 2
+    on_points, _, on_face, on_weights = sampler.surface_samples(on_count)
+    near = sampler.near_surface(count - on_count, COLOR_NEAR_SCALES)
+    _, closest, near_face = query.closest_points(near.double().cpu().numpy())
+    near_face = torch.as_tensor(near_face, dtype=torch.long, device=sampler.device)
+    closest = torch.as_tensor(closest, dtype=torch.float32, device=sampler.device)
+    near_weights = barycentric_of(closest, sampler.triangles[near_face])
+    points = torch.cat([on_points, near])
+    targets = linear_to_srgb(torch.cat([colors.at(on_face, on_weights), colors.at(near_face, near_weights)]))
+    low, high = points.min(dim=0).values, points.max(dim=0).values
+    order = morton_order_tensor(points, low, high)
+    return points[order].contiguous(), targets[order].contiguous()
 
 
 def sample_pool(field_mesh: TriangleMesh, kind: str, cfg: TrainConfig, sample_low, sample_high, device: str,
@@ -266,13 +342,13 @@ def sample_pool(field_mesh: TriangleMesh, kind: str, cfg: TrainConfig, sample_lo
     return points, sdf
 
 
-def _optimizer(network: FieldNetwork, lr: float, device: str, capturable: bool) -> torch.optim.Optimizer:
-    """Adam; hash-grid tables get Instant-NGP's betas and epsilon (their entries see rare,
-    sparse gradients). PyTorch's fused implementation on CUDA (one kernel for all tensors);
-    for a CUDA graph, capturable, with the learning rate as a device tensor per group."""
-    encoding = [p for p in network.encoding.parameters()]
+def _optimizer(networks: list, lr: float, device: str, capturable: bool) -> torch.optim.Optimizer:
+    """Adam over the networks; hash-grid tables get Instant-NGP's betas and epsilon (their entries
+    see rare, sparse gradients). PyTorch's fused implementation on CUDA (one kernel for all
+    tensors); for a CUDA graph, capturable, with the learning rate as a device tensor per group."""
+    encoding = [p for network in networks for p in network.encoding.parameters()]
     encoding_ids = {id(p) for p in encoding}
-    rest = [p for p in network.parameters() if id(p) not in encoding_ids]
+    rest = [p for network in networks for p in network.parameters() if id(p) not in encoding_ids]
     groups = [{"params": rest}]
     if encoding:
         groups.append({"params": encoding, "betas": (0.9, 0.99), "eps": 1e-15})
@@ -328,6 +404,8 @@ def fit_field(
     on_progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     initial_state: dict | None = None,
+    colors: SurfaceColors | None = None,
 ) -> NeuralField:
-    """Fit a field to a mesh in its own (object) coordinates and return it."""
-    return FieldFitter(mesh, field_config, train_config, initial_state=initial_state).run(on_progress, should_stop)
+    """Fit a field (with `colors`, a coloured one) to a mesh in its own (object) coordinates."""
+    return FieldFitter(mesh, field_config, train_config, initial_state=initial_state, colors=colors).run(
+        on_progress, should_stop)

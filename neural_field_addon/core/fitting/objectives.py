@@ -9,12 +9,16 @@ Signed distance (targets in field units, negative inside):
 - `eikonal`: IGR's (|grad f| - 1)^2, which keeps f a distance function (smooth, no spurious
   level sets) where the data says little.
 Occupancy: `occupancy_bce`, binary cross-entropy of the logit against inside (1) / outside (0).
+Colour: `srgb_mse`, the squared error of the predicted colour in sRGB, where PSNR is measured.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from ..appearance.colorspace import linear_to_srgb
+from ..fields.color import linear_color
 
 MAPE_EPSILON = 0.01  # field units
 OCCUPANCY_SMOOTHING = 0.05
@@ -58,3 +62,8 @@ def occupancy_bce(logit: torch.Tensor, inside: torch.Tensor) -> dict:
 
 
 SDF_LOSSES = {"l1": clamped_l1_sdf, "mape": mape_sdf}
+
+
+def srgb_mse(logits: torch.Tensor, target_srgb: torch.Tensor) -> torch.Tensor:
+    """Mean squared sRGB error of a colour network's logits (q, 3) against sRGB targets (q, 3)."""
+    return ((linear_to_srgb(linear_color(logits)) - target_srgb) ** 2).mean()

@@ -16,6 +16,11 @@ H100 with three shapes: every blend in one piece and 20-70 times closer to the e
 endpoints within 1.3x of a plain auto-decoder's; with ten shapes at the default weight the worst
 endpoint went from 2.1x to 2.4x a single fit, 2.25x with the weight annealed to 0 over the last
 steps (docs/BENCHMARKS.md).
+
+With colours, a colour decoder (fields/color.py) is fitted in the same steps: it reads a shape's
+code (detached: geometry alone places the codes) followed by the shape's own appearance code,
+on colour pools of the coloured shapes (fitter.sample_color_pool). A blend blends both codes, so
+colour follows the shape; a reconstruction can fit an appearance code to coloured points.
 """
 
 from __future__ import annotations
@@ -27,13 +32,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import DEFAULT_LATENT_DIM, MIX_WEIGHT, FieldConfig, TrainConfig, check_compatible, space_configs
+from ..appearance.surface_colors import DeviceColors
+from ..config import (
+    COLOR_CODE_DIM,
+    COLOR_POOL_FRACTION,
+    DEFAULT_LATENT_DIM,
+    MIX_WEIGHT,
+    FieldConfig,
+    TrainConfig,
+    check_compatible,
+    color_config,
+    space_configs,
+)
 from ..devices import flush_denormals, resolve_device
+from ..fields.color import color_network
 from ..fields.networks import FieldNetwork, sample_latent_grids
 from ..fields.shapespace import ShapeSpace
 from ..geometry import FieldTransform, MeshQuery
-from .fitter import FieldFitter, autocast_dtype, sample_pool
-from .objectives import SDF_LOSSES, occupancy_bce
+from .fitter import FieldFitter, autocast_dtype, sample_color_pool, sample_pool
+from .objectives import SDF_LOSSES, occupancy_bce, srgb_mse
 
 # Weight of the codes' mean squared norm in the loss: DeepSDF's prior (sigma = 0.01 at their loss
 # scale); stronger flattens the space, weaker lets codes drift apart and the middle go empty.
@@ -62,7 +79,9 @@ class ShapeSpaceFitter(FieldFitter):
     schedule, progress and cancellation; each batch mixes points of all shapes."""
 
     def __init__(self, meshes, field_config: FieldConfig | None = None, train_config: TrainConfig | None = None,
-                 names=None, code_regularization: float = CODE_REGULARIZATION, mix_weight: float = MIX_WEIGHT):
+                 names=None, code_regularization: float = CODE_REGULARIZATION, mix_weight: float = MIX_WEIGHT,
+                 colors=None):
+        """`colors`: each mesh's SurfaceColors or None; with any, the space gets a colour decoder."""
         if len(meshes) < 2:
             raise ValueError(f"a shape space needs at least two meshes; {len(meshes)} given")
         device = resolve_device((train_config or TrainConfig()).device)
@@ -99,6 +118,17 @@ class ShapeSpaceFitter(FieldFitter):
         self.codes = nn.Parameter(
             (torch.randn(len(meshes), self.field_config.latent_dim, generator=generator) * CODE_INIT_STD).to(self.device)
         )
+        colors = list(colors) if colors is not None else [None] * len(meshes)
+        if len(colors) != len(meshes):
+            raise ValueError(f"{len(colors)} colour sources given for {len(meshes)} meshes")
+        self.colors = [c.check(mesh) if c is not None else None for c, mesh in zip(colors, meshes)]
+        self.colored_shapes = [index for index, c in enumerate(self.colors) if c is not None]
+        self.color_network = self.color_config = self.color_codes = None
+        if self.colored_shapes:
+            self.color_config = color_config(self.field_config)
+            self.color_network = color_network(self.color_config).to(self.device)
+            self.color_codes = nn.Parameter(
+                (torch.randn(len(meshes), COLOR_CODE_DIM, generator=generator) * CODE_INIT_STD).to(self.device))
         self.autocast = autocast_dtype(self.field_config, self.train_config, self.device)
         self._sorted_batches = False
         # On CUDA each step replays from a CUDA graph: the decoder's step is a few milliseconds
@@ -106,6 +136,8 @@ class ShapeSpaceFitter(FieldFitter):
         self._graph_pending = self.device == "cuda"
         self._graph = None
         groups = [{"params": list(self.network.parameters())}, {"params": [self.codes]}]
+        if self.color_network is not None:
+            groups += [{"params": list(self.color_network.parameters())}, {"params": [self.color_codes]}]
         self.grids = None
         if self.field_config.latent_grid:
             resolution, features = self.field_config.latent_grid, self.field_config.latent_grid_features
@@ -126,6 +158,13 @@ class ShapeSpaceFitter(FieldFitter):
             self.optimizer = torch.optim.Adam(groups, lr=self.train_config.lr, fused=self.device == "cuda")
         self._start_stepping()
 
+    @property
+    def color_batch(self) -> int:
+        """Colour rows per step (0 without coloured shapes)."""
+        if not self.colored_shapes:
+            return 0
+        return max(1, int(self.train_config.batch * self.train_config.color_batch_fraction))
+
     def build_pool(self) -> None:
         """One pool per shape, stacked (shapes, pool_size, 3), each from its own seed."""
         start = time.perf_counter()
@@ -137,6 +176,14 @@ class ShapeSpaceFitter(FieldFitter):
         ]
         self._pool_points = torch.stack([points for points, _ in pools])
         self._pool_sdf = torch.stack([sdf for _, sdf in pools])
+        if self.colored_shapes:
+            count = max(self.color_batch, int(self.train_config.pool_size * COLOR_POOL_FRACTION))
+            color_pools = [sample_color_pool(self.field_meshes[i], DeviceColors(self.colors[i], self.device), count,
+                                             self.device, self.train_config.seed + i, queries[i])
+                           for i in self.colored_shapes]
+            self._color_points = torch.stack([points for points, _ in color_pools])
+            self._color_targets = torch.stack([targets for _, targets in color_pools])
+            self._color_shapes = torch.tensor(self.colored_shapes, device=self.device)
         if self.mix_batch:
             self._pool_cross = self._cross_distances(queries)
         self.timings["groundtruth_seconds"] = time.perf_counter() - start
@@ -180,6 +227,12 @@ class ShapeSpaceFitter(FieldFitter):
             point = torch.randint(pool, (mixed,), device=device, generator=generator)
             t = torch.randint(0, MIX_T_STEPS + 1, (mixed,), device=device, generator=generator)
             rows.append(torch.stack([a, b, source, point, t], dim=1))
+        if self.colored_shapes:  # colour rows: [slot among the coloured shapes, colour pool point, 0, 0, 0]
+            count = self.color_batch
+            slot = torch.randint(len(self.colored_shapes), (count,), device=device, generator=generator)
+            point = torch.randint(self._color_points.shape[1], (count,), device=device, generator=generator)
+            zero = torch.zeros_like(slot)
+            rows.append(torch.stack([slot, point, zero, zero, zero], dim=1))
         return torch.cat(rows) if len(rows) > 1 else rows[0]
 
     def _eager_step(self, index: torch.Tensor) -> None:
@@ -196,7 +249,12 @@ class ShapeSpaceFitter(FieldFitter):
         (annealed: mix_weight_at).
         Each row's code is a row of W @ codes (W: 1 - t at a, t at b): the same codes as indexing,
         but a matrix product's backward, where indexing's scattered accumulation into a few rows
-        took most of a CUDA step (4.0 -> 1.5 ms measured on an H100)."""
+        took most of a CUDA step (4.0 -> 1.5 ms measured on an H100). Colour rows (at the end)
+        add the colour decoder's sRGB error and the appearance codes' prior."""
+        losses = {}
+        if self.colored_shapes:
+            index, color_rows = index[: len(index) - self.color_batch], index[len(index) - self.color_batch:]
+            losses = self._color_losses(color_rows)
         a, b, source, point, t = index.unbind(1)
         t = t.float() / MIX_T_STEPS
         weights = torch.zeros(len(index), len(self.codes), device=self.device)
@@ -213,9 +271,10 @@ class ShapeSpaceFitter(FieldFitter):
         with torch.autocast(self.device, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
             prediction = self.network(points, codes).float()
         batch = self.train_config.batch
-        losses = self._fit_loss(prediction[:batch], self._pool_sdf[source[:batch], point[:batch]])
+        color_total = losses.pop("total", 0.0)
+        losses.update(self._fit_loss(prediction[:batch], self._pool_sdf[source[:batch], point[:batch]]))
         losses["code"] = codes[:batch, : self.field_config.latent_dim].pow(2).sum(dim=1).mean()
-        losses["total"] = losses["total"] + self.code_regularization * losses["code"]
+        losses["total"] = losses["total"] + self.code_regularization * losses["code"] + color_total
         if self.mix_batch:
             m_a, m_b, m_source, m_point, m_t = a[batch:], b[batch:], source[batch:], point[batch:], t[batch:]
             target = ((1.0 - m_t) * self._pool_cross[m_source, m_point, m_a]
@@ -223,6 +282,17 @@ class ShapeSpaceFitter(FieldFitter):
             losses["mix"] = self._fit_loss(prediction[batch:], target)["total"]
             losses["total"] = losses["total"] + self._mix_weight_now * losses["mix"]
         return losses
+
+    def _color_losses(self, rows: torch.Tensor) -> dict:
+        slot, point = rows[:, 0], rows[:, 1]
+        shape = self._color_shapes[slot]
+        appearance = self.color_codes[shape]
+        conditioning = torch.cat([self.codes.detach()[shape], appearance], dim=1)
+        with torch.autocast(self.device, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+            logits = self.color_network(self._color_points[slot, point], conditioning)
+        color = srgb_mse(logits, self._color_targets[slot, point])
+        prior = appearance.pow(2).sum(dim=1).mean()
+        return {"color": color, "color_code": prior, "total": color + self.code_regularization * prior}
 
     def _fit_loss(self, prediction: torch.Tensor, target_sdf: torch.Tensor) -> dict:
         if self.field_config.kind == "occupancy":
@@ -244,6 +314,9 @@ class ShapeSpaceFitter(FieldFitter):
             grids=None if self.grids is None else self.grids.detach().clone(),
             grid_low=None if self.grids is None else np.array(self.sample_low, dtype=np.float64),
             grid_high=None if self.grids is None else np.array(self.sample_high, dtype=np.float64),
+            color_network=self.color_network,
+            color_config=self.color_config,
+            color_codes=None if self.color_codes is None else self.color_codes.detach().clone(),
         )
 
 
@@ -267,8 +340,8 @@ def grid_smoothness(grids: torch.Tensor) -> torch.Tensor:
 
 def fit_shape_space(meshes, field_config=None, train_config=None, names=None, on_progress=None,
                     should_stop=None, code_regularization: float = CODE_REGULARIZATION,
-                    mix_weight: float = MIX_WEIGHT) -> ShapeSpace:
+                    mix_weight: float = MIX_WEIGHT, colors=None) -> ShapeSpace:
     """Fit a shape space to two or more meshes, each in its own (object) coordinates; mix_weight
-    0 turns mixed-code supervision off (a plain auto-decoder)."""
-    fitter = ShapeSpaceFitter(meshes, field_config, train_config, names, code_regularization, mix_weight)
+    0 turns mixed-code supervision off (a plain auto-decoder); `colors`, each mesh's colours or None."""
+    fitter = ShapeSpaceFitter(meshes, field_config, train_config, names, code_regularization, mix_weight, colors)
     return fitter.run(on_progress, should_stop)

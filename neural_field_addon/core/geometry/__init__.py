@@ -2,7 +2,7 @@
 
 from .mesh import FieldTransform, TriangleMesh
 from .query import INSIDE_WINDING, MeshQuery
-from .sampling import DeviceSampler, sample_surface
+from .sampling import DeviceSampler, sample_surface, sample_surface_barycentric
 
 __all__ = [
     "DeviceSampler",
@@ -11,4 +11,5 @@ __all__ = [
     "MeshQuery",
     "TriangleMesh",
     "sample_surface",
+    "sample_surface_barycentric",
 ]

@@ -12,6 +12,13 @@ from .mesh import TriangleMesh
 
 def sample_surface(mesh: TriangleMesh, count: int, rng: np.random.Generator):
     """Area-weighted uniform points on the surface with their face normals: ((count, 3), (count, 3))."""
+    points, normals, _, _ = sample_surface_barycentric(mesh, count, rng)
+    return points, normals
+
+
+def sample_surface_barycentric(mesh: TriangleMesh, count: int, rng: np.random.Generator):
+    """sample_surface's points and normals, with their faces (count,) and barycentric weights
+    (count, 3), from which a surface's colours are read."""
     areas, normals = mesh.face_areas_and_normals()
     total = areas.sum()
     if not total > 0:
@@ -23,7 +30,7 @@ def sample_surface(mesh: TriangleMesh, count: int, rng: np.random.Generator):
     u[flip], v[flip] = 1.0 - u[flip], 1.0 - v[flip]
     tri = mesh.triangles()[face]
     points = tri[:, 0] + u[:, None] * (tri[:, 1] - tri[:, 0]) + v[:, None] * (tri[:, 2] - tri[:, 0])
-    return points, normals[face]
+    return points, normals[face], face, np.stack([1.0 - u - v, u, v], axis=1)
 
 
 class DeviceSampler:
@@ -49,6 +56,12 @@ class DeviceSampler:
 
     def surface(self, count: int):
         """Area-weighted points on the surface and their face normals, each (count, 3)."""
+        points, normals, _, _ = self.surface_samples(count)
+        return points, normals
+
+    def surface_samples(self, count: int):
+        """Area-weighted points on the surface (count, 3), their face normals (count, 3), faces
+        (count,) and barycentric weights (count, 3)."""
         import torch
 
         face = torch.multinomial(self.areas, count, replacement=True, generator=self.generator)
@@ -57,7 +70,7 @@ class DeviceSampler:
         u, v = torch.where(flip, 1.0 - u, u), torch.where(flip, 1.0 - v, v)
         tri = self.triangles[face]
         points = tri[:, 0] + u[:, None] * (tri[:, 1] - tri[:, 0]) + v[:, None] * (tri[:, 2] - tri[:, 0])
-        return points, self.normals[face]
+        return points, self.normals[face], face, torch.stack([1.0 - u - v, u, v], dim=-1)
 
     def near_surface(self, count: int, scales):
         """Surface points displaced by isotropic Gaussian noise, an equal share at each scale."""

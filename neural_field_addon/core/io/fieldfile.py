@@ -6,12 +6,15 @@ Layout: a NumPy `.npz` archive (a zip) holding
 - `param/<name>`: one array per network parameter or buffer (float32).
 - `space/codes`: for a shape space, its latent codes (shapes, latent_dim);
 - `space/grids`: for a shape space with latent grids, the grids (shapes, R, R, R, C), spanning
-  the header's `grid_low` to `grid_high`.
+  the header's `grid_low` to `grid_high`;
+- `color/<name>`: the colour network's parameters, when the header has a `color_config`;
+- `space/color_codes`: for a shape space with colour, the appearance codes (shapes, C).
 Version 2 added field kinds, SIREN and hash-grid encodings and renamed the hidden layers;
 version 1 files still load (their layer names are mapped). Version 3 is a shape space (header
 `content: "shape-space"` with the shapes' names and transforms), version 4 one with latent grids;
 single fields stay version 2 and plain spaces 3 (their headers leave the latent-grid settings
-out), so earlier add-ons read what they can and refuse the rest as newer.
+out), so earlier add-ons read what they can and refuse the rest as newer. Version 5 is a field or
+a space with colour; without colour a file keeps its earlier version.
 It is read with `allow_pickle=False`, so loading a file never executes code. Writes go to a
 temporary file in the same folder and are renamed into place, so a crash never leaves half a file.
 """
@@ -26,11 +29,13 @@ import numpy as np
 import torch
 
 from ..config import FieldConfig, config_from_dict, config_to_dict
+from ..fields.color import color_network
 from ..fields.field import NeuralField
 from ..fields.networks import FieldNetwork
 from ..fields.shapespace import ShapeSpace
 from ..geometry import FieldTransform
 from .fileheader import (  # noqa: F401 - the header's names are part of this module's interface
+    COLOR_VERSION,
     FIELD_VERSION,
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -39,6 +44,7 @@ from .fileheader import (  # noqa: F401 - the header's names are part of this mo
     SPACE_VERSION,
     SUFFIX,
     FieldFileError,
+    has_color,
     open_archive,
     parse_header,
     read_header,
@@ -55,7 +61,7 @@ def save_field(path: str | os.PathLike, field: NeuralField) -> None:
         "box_high": [float(v) for v in field.box_high],
         "report": field.report,
     }
-    _write(path, header, field.network, {})
+    _write(path, header, field.network, _color_arrays(header, field.color_network, field.color_config))
 
 
 def save_space(path: str | os.PathLike, space) -> None:
@@ -76,7 +82,19 @@ def save_space(path: str | os.PathLike, space) -> None:
         header["grid_low"] = [float(v) for v in space.grid_low]
         header["grid_high"] = [float(v) for v in space.grid_high]
         arrays["space/grids"] = space.grids.detach().float().cpu().numpy()
+    arrays.update(_color_arrays(header, space.color_network, space.color_config))
+    if space.color_codes is not None:
+        arrays["space/color_codes"] = space.color_codes.detach().float().cpu().numpy()
     _write(path, header, space.network, arrays)
+
+
+def _color_arrays(header: dict, network, config) -> dict:
+    """A colour network's arrays, its config put into the header and the version raised."""
+    if network is None:
+        return {}
+    header["version"] = COLOR_VERSION
+    header["color_config"] = config_to_dict(config)
+    return {f"color/{name}": tensor.detach().float().cpu().numpy() for name, tensor in network.state_dict().items()}
 
 
 def _config_header(config: FieldConfig) -> dict:
@@ -148,10 +166,12 @@ def _read_field(path: str, header: dict, data, device: str) -> NeuralField:
         transform = FieldTransform.from_dict(header["transform"])
         box_low = np.asarray(header["box_low"], dtype=np.float64)
         box_high = np.asarray(header["box_high"], dtype=np.float64)
+        color_config, color = _color_network(header, data)
     except (KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as error:
         raise FieldFileError(f"field file {path} is corrupt: {error}") from error
     return NeuralField(config=config, network=network.to(device), transform=transform, box_low=box_low,
-                       box_high=box_high, report=header.get("report", {}))
+                       box_high=box_high, report=header.get("report", {}),
+                       color_network=None if color is None else color.to(device), color_config=color_config)
 
 
 def _read_space(path: str, header: dict, data, device: str) -> ShapeSpace:
@@ -179,11 +199,21 @@ def _read_space(path: str, header: dict, data, device: str) -> ShapeSpace:
             if not bool(torch.isfinite(grids).all()):
                 raise ValueError("the latent grids hold NaN or infinite values")
             grids = grids.to(device)
+        color_config, color = _color_network(header, data)
+        color_codes = None
+        if color is not None:
+            color_codes = torch.from_numpy(np.array(data["space/color_codes"])).float()
+            if color_codes.shape[0] != len(names) or codes.shape[1] + color_codes.shape[1] != color_config.latent_dim:
+                raise ValueError(f"appearance codes {tuple(color_codes.shape)} do not match {len(names)} shapes and "
+                                 f"a colour decoder of latent_dim {color_config.latent_dim}")
+            color_codes = color_codes.to(device)
     except (KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as error:
         raise FieldFileError(f"shape space file {path} is corrupt: {error}") from error
     return ShapeSpace(config=config, network=network.to(device), codes=codes.to(device), names=names,
                       transforms=transforms, box_low=box_low, box_high=box_high, report=header.get("report", {}),
-                      grids=grids, grid_low=grid_low, grid_high=grid_high)
+                      grids=grids, grid_low=grid_low, grid_high=grid_high,
+                      color_network=None if color is None else color.to(device), color_config=color_config,
+                      color_codes=color_codes)
 
 
 def _network(header: dict, data):
@@ -193,6 +223,18 @@ def _network(header: dict, data):
     state = {key[len("param/") :]: torch.from_numpy(np.array(data[key])) for key in data.files if key.startswith("param/")}
     if header["version"] == 1:
         state = _state_from_version_1(state)
+    network.load_state_dict(state, strict=True)
+    return config, network
+
+
+def _color_network(header: dict, data):
+    """The colour config and network of a file with colour, or (None, None)."""
+    if not has_color(header):
+        return None, None
+    config = config_from_dict(FieldConfig, header["color_config"])
+    network = color_network(config)
+    state = {key[len("color/") :]: torch.from_numpy(np.array(data[key])) for key in data.files
+             if key.startswith("color/")}
     network.load_state_dict(state, strict=True)
     return config, network
 

@@ -11,10 +11,11 @@ import zipfile
 import numpy as np
 
 FORMAT_NAME = "neural-field"
-FORMAT_VERSION = 4  # the newest version this add-on reads
+FORMAT_VERSION = 5  # the newest version this add-on reads
 FIELD_VERSION = 2  # what single fields are written as
 SPACE_VERSION = 3  # shape spaces
 GRID_SPACE_VERSION = 4  # shape spaces with latent grids
+COLOR_VERSION = 5  # fields and spaces with colour
 SPACE_CONTENT = "shape-space"
 SUFFIX = ".nfield"
 
@@ -56,3 +57,8 @@ def parse_header(path, data) -> dict:
             f"this version reads up to {FORMAT_VERSION}. Update the add-on to open it."
         )
     return header
+
+
+def has_color(header: dict) -> bool:
+    """Whether a field file's header describes a colour network beside the shape."""
+    return isinstance(header.get("color_config"), dict)

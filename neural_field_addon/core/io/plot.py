@@ -1,11 +1,7 @@
-"""Small pictures without a plotting library: a loss curve as a PNG (NumPy and zlib only), so the
+"""Small pictures without a plotting library: a loss curve as an image (NumPy only; io/images.py writes it as a PNG), so the
 add-on can show training progress as an image in Blender without importing torch or matplotlib."""
 
 from __future__ import annotations
-
-import os
-import struct
-import zlib
 
 import numpy as np
 
@@ -14,24 +10,6 @@ GRID = (70, 70, 70)
 DECADE = (95, 95, 95)
 # One colour per task (cycled): Blender's theme-like orange, blue, green, pink, yellow.
 COLOURS = ((237, 140, 50), (86, 160, 230), (120, 200, 100), (220, 100, 160), (230, 210, 90))
-
-
-def write_png(path: str, rgb: np.ndarray) -> None:
-    """Write an (h, w, 3) uint8 image as an 8-bit RGB PNG, atomically (temporary file, rename)."""
-    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-    height, width, _ = rgb.shape
-    rows = np.concatenate([np.zeros((height, 1), np.uint8), rgb.reshape(height, width * 3)], axis=1)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
-    data += chunk(b"IEND", b"")
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-    os.replace(temporary, path)
 
 
 def _draw_line(image: np.ndarray, x0, y0, x1, y1, colour, thickness: int = 2) -> None:

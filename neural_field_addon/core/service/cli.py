@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("mesh")
     fit.add_argument("-o", "--output", required=True, help="field file to write (.nfield)")
     _add_fit_options(fit)
+    fit.add_argument("--color", action=argparse.BooleanOptionalAction, default=None,
+                     help="fit the mesh's colours too (OBJ materials and textures, PLY or NPZ vertex colours); "
+                          "default: when it has any")
     fit.add_argument("--json", action="store_true", help="print a JSON object as the last line")
 
     space = sub.add_parser("fit-space", help="fit one shape space (a decoder and a latent code per shape) to "
@@ -101,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     space.add_argument("--mix-weight", type=float, default=None,
                        help="weight of mixed-code supervision, which makes blends follow the distance-field morph "
                        "of the two shapes (default 0.25; 0: a plain auto-decoder)")
+    space.add_argument("--color", action=argparse.BooleanOptionalAction, default=None,
+                       help="fit the meshes' colours too, an appearance code per shape; default: when any has colours")
     space.add_argument("--json", action="store_true", help="print a JSON object as the last line")
 
     extract = sub.add_parser("extract", help="extract a field's isosurface to OBJ, PLY or NPZ")
@@ -113,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="adaptive: a narrow band around the surface (default); dense: every grid sample")
     extract.add_argument("--normals", action="store_true",
                          help="write vertex normals from the field's gradient")
+    extract.add_argument("--texture", type=int, default=0, metavar="SIZE",
+                         help="a field with colour: also bake a SIZE x SIZE texture (OBJ + MTL + PNG; PLY with UVs "
+                              "and a PNG); vertex colours are written either way")
     extract.add_argument("--shape", type=int, default=None, help="shape space: the shape to extract (0-based)")
     extract.add_argument("--blend", default=None, metavar="I=w,J=w,...",
                          help="shape space: a weighted blend of shapes, weights summing to 1")
@@ -176,16 +184,17 @@ def task_from_args(args) -> Task:
     if args.command == "fit":
         field, train = _overrides(args)
         return FitTask(mesh=args.mesh, field_path=args.output, preset=args.preset, field_config=field,
-                       train_config=train)
+                       train_config=train, color=args.color)
     if args.command == "fit-space":
         field, train = _overrides(args)
         return FitSpaceTask(meshes=tuple(args.meshes), space_path=args.output, preset=args.preset,
                             field_config=field, train_config=train, latent_dim=args.latent_dim,
-                            latent_grid=args.latent_grid, mix_weight=args.mix_weight)
+                            latent_grid=args.latent_grid, mix_weight=args.mix_weight, color=args.color)
     if args.command == "extract":
         return ExtractTask(field_path=args.field, mesh_out=args.output, resolution=args.resolution, level=args.level,
                            method=args.method, normals=args.normals, device=args.device, shape=args.shape,
-                           blend=None if args.blend is None else _parse_blend(args.blend), slerp=args.slerp)
+                           blend=None if args.blend is None else _parse_blend(args.blend), slerp=args.slerp,
+                           texture=args.texture)
     if args.command == "reconstruct":
         return ReconstructTask(space_path=args.space, input=args.input, mesh_out=args.output, steps=args.steps,
                                seed=args.seed, device=args.device, extract=ExtractSettings(resolution=args.resolution))
@@ -223,17 +232,21 @@ def summary(task: Task, result: dict) -> tuple[str, dict]:
     """What the command says when it is done, and the JSON object --json prints."""
     if isinstance(task, FitTask):
         report = result["report"]
+        color = f", with colour (field PSNR {report['field_color_psnr']:.1f} dB)" if "field_color_psnr" in report else ""
         return (f"wrote {task.field_path}: {report['steps']} steps on {report['device_name']}, "
                 f"ground truth {report['groundtruth_seconds']:.2f} s, training {report['train_seconds']:.2f} s, "
-                f"final loss {report['final_loss']:.3e}"), {"field": task.field_path, "report": report}
+                f"final loss {report['final_loss']:.3e}{color}"), {"field": task.field_path, "report": report}
     if isinstance(task, FitSpaceTask):
         report = result["report"]
         return (f"wrote {task.space_path}: {report['shapes']} shapes, {report['steps']} steps on "
                 f"{report['device_name']}, training {report['train_seconds']:.2f} s, final loss "
                 f"{report['final_loss']:.3e}"), {"space": task.space_path, "names": result["names"], "report": report}
     if isinstance(task, ExtractTask):
-        keys = ("vertices", "faces", "resolution", "level", "method", "samples", "evaluated", "phases", "seconds")
-        return (f"wrote {task.mesh_out}: {result['vertices']} vertices, {result['faces']} triangles in "
+        keys = ("vertices", "faces", "resolution", "level", "method", "samples", "evaluated", "phases", "seconds",
+                "files", "color")
+        color = {"vertex": ", vertex colours", "texture": f", vertex colours and a {task.texture}^2 texture"}.get(
+            result["color"], "")
+        return (f"wrote {task.mesh_out}: {result['vertices']} vertices, {result['faces']} triangles{color} in "
                 f"{result['seconds']:.2f} s"), {"mesh": task.mesh_out, **{key: result[key] for key in keys}}
     if isinstance(task, ReconstructTask):
         what = "vertices" if result["input"] == "mesh" else "points"
@@ -242,8 +255,9 @@ def summary(task: Task, result: dict) -> tuple[str, dict]:
             "mesh": task.mesh_out, "input": result["input"], "vertices": result["vertices"],
             "faces": result["faces"], "seconds": result["seconds"]}
     if isinstance(task, EvalTask):
+        color = f", colour PSNR {result['color_psnr']:.2f} dB (sRGB)" if "color_psnr" in result else ""
         return (f"Chamfer-L1 {result['chamfer_l1']:.3e} of the diagonal, normal consistency "
-                f"{result['normal_consistency']:.4f}, F-score@1% {result['fscore']:.4f}"), result
+                f"{result['normal_consistency']:.4f}, F-score@1% {result['fscore']:.4f}{color}"), result
     return f"wrote {task.output}: {result['points']} signed distances in {result['seconds']:.2f} s", result
 
 

@@ -103,7 +103,7 @@ class PreviewServer:
         """Extract the requested blend and write it; `refine` classifies the grid in full and
         returns None if that finds the same surface as the seeded extraction did."""
         from ..fields.shapespace import select_field
-        from ..io.meshio import save_mesh
+        from ..io.meshio import MeshAppearance, save_mesh
         from ..surface.extraction import EmptySurfaceError, ExtractionReport, extract_isosurface
 
         if self.space is None:
@@ -132,7 +132,9 @@ class PreviewServer:
             return None
         # A refinement gets its own file: the client may still be reading the first answer's.
         out = request["out"][: -len(".npz")] + "_refined.npz" if refine else request["out"]
-        save_mesh(out, surface)
+        # A space with colour previews its blend's colours as well.
+        appearance = MeshAppearance(colors=field.colors(surface.vertices)) if field.has_color else None
+        save_mesh(out, surface, appearance=appearance)
         return {"path": out, "vertices": len(surface.vertices), "faces": len(surface.faces),
                 "seeded": seeded, "seconds": time.perf_counter() - start}
 

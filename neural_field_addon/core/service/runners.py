@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from typing import Protocol
+
+import numpy as np
 
 from .tasks import EvalTask, ExtractSettings, ExtractTask, FitSpaceTask, FitTask, ReconstructTask, SdfTask, Task
 
@@ -35,31 +38,55 @@ def run_fit(task: FitTask, events: Events) -> dict:
     from ..devices import resolve_device
     from ..fitting.fitter import fit_field
     from ..io.fieldfile import save_field
-    from ..io.meshio import load_mesh
+    from ..surface.metrics import compare_colors
 
     device = resolve_device(task.device)
     field_config, train_config = build_configs(task.preset, device, task.field_config, task.train_config)
     slow = slow_configuration_warning(field_config, train_config, device)
     if slow:
         events.warning(slow)
-    mesh = load_mesh(task.mesh)
-    events.log(f"fitting {task.mesh}: {len(mesh.vertices)} vertices, {len(mesh.faces)} triangles")
-    field = fit_field(mesh, field_config, train_config, on_progress=events.progress)
+    mesh, colors = _source(task.mesh, task.color, events)
+    what = " with its colours" if colors is not None else ""
+    events.log(f"fitting {task.mesh}{what}: {len(mesh.vertices)} vertices, {len(mesh.faces)} triangles")
+    field = fit_field(mesh, field_config, train_config, on_progress=events.progress, colors=colors)
+    if colors is not None:
+        field.report.update(compare_colors(mesh, colors, field_colors=field.colors, samples=FIT_EVALUATION_SAMPLES))
+        field.report["color"] = True
     save_field(task.field_path, field)
     result = {"field_path": task.field_path, "report": field.report}
     if task.extract is None:
         return result
     with _removed_on_failure(task.field_path):
-        surface, result["extract_seconds"] = _extract_to_file(field, task.extract, task.mesh_out, events)
+        extracted = _extract_to_file(field, task.extract, task.mesh_out, events)
+        result["extract_seconds"] = extracted.seconds
         result["mesh_out"] = task.mesh_out
         if task.evaluate:
             from ..surface.metrics import compare_meshes
 
             events.progress({"phase": "evaluate", "step": 0, "steps": 1})
             start = time.perf_counter()
-            result["metrics"] = compare_meshes(mesh, surface, samples=FIT_EVALUATION_SAMPLES)
+            result["metrics"] = compare_meshes(mesh, extracted.surface, samples=FIT_EVALUATION_SAMPLES)
+            if colors is not None:
+                result["metrics"].update(compare_colors(mesh, colors, extracted.surface, extracted.colors,
+                                                        field.colors, samples=FIT_EVALUATION_SAMPLES))
             result["evaluate_seconds"] = time.perf_counter() - start
     return result
+
+
+def _source(path: str, color: bool | None, events: Events):
+    """The mesh of a fit and, unless `color` is False, its colours (None where it has none; a
+    warning for each colour source that was skipped, and for colour asked of a mesh without any)."""
+    from ..io.meshio import load_colored_mesh, load_mesh
+
+    if color is False:
+        return load_mesh(path), None
+    source = load_colored_mesh(path)
+    for note in source.notes:
+        events.warning(note)
+    if color and source.colors is None and not source.notes:
+        events.warning(f"{os.path.basename(path)} has no colours (vertex colours, materials or textures): "
+                       "fitting its shape alone")
+    return source.mesh, source.colors
 
 
 def run_fit_space(task: FitSpaceTask, events: Events) -> dict:
@@ -67,16 +94,19 @@ def run_fit_space(task: FitSpaceTask, events: Events) -> dict:
     from ..devices import resolve_device
     from ..fitting.space_fitter import fit_shape_space
     from ..io.fieldfile import save_space
-    from ..io.meshio import load_mesh
 
     field_config, train_config = space_task_configs(
         task.preset, resolve_device(task.device), task.field_config, task.train_config,
         latent_dim=task.latent_dim, latent_grid=task.latent_grid)
-    meshes = [load_mesh(path) for path in task.meshes]
+    sources = [_source(path, task.color, events) for path in task.meshes]
+    meshes, colors = [mesh for mesh, _ in sources], [color for _, color in sources]
     names = list(task.names) if task.names is not None else [_stem(path) for path in task.meshes]
-    events.log(f"fitting a space of {len(meshes)} shapes: {', '.join(names)}")
+    colored = sum(color is not None for color in colors)
+    what = f", {colored} with colours" if colored else ""
+    events.log(f"fitting a space of {len(meshes)} shapes{what}: {', '.join(names)}")
     extra = {} if task.mix_weight is None else {"mix_weight": task.mix_weight}
-    space = fit_shape_space(meshes, field_config, train_config, names=names, on_progress=events.progress, **extra)
+    space = fit_shape_space(meshes, field_config, train_config, names=names, on_progress=events.progress,
+                            colors=colors if colored else None, **extra)
     save_space(task.space_path, space)
     result = {"space_path": task.space_path, "report": space.report, "names": space.names, "mesh_out": []}
     if task.extract is not None:
@@ -95,11 +125,12 @@ def run_extract(task: ExtractTask, events: Events) -> dict:
     start = time.perf_counter()
     field = select_field(load(task.field_path, device=resolve_device(task.device)), task.shape, task.blend,
                          task.slerp, name=task.field_path)
-    surface, seconds, report = _extract_to_file(field, task.settings, task.mesh_out, events, with_report=True)
-    return {"mesh_out": task.mesh_out, "extract_seconds": seconds, "vertices": len(surface.vertices),
+    extracted = _extract_to_file(field, task.settings, task.mesh_out, events)
+    surface, report = extracted.surface, extracted.report
+    return {"mesh_out": task.mesh_out, "extract_seconds": extracted.seconds, "vertices": len(surface.vertices),
             "faces": len(surface.faces), "resolution": task.resolution, "level": task.level, "method": task.method,
             "samples": list(report.samples), "evaluated": report.evaluated, "phases": report.seconds,
-            "seconds": time.perf_counter() - start}
+            "files": extracted.files, "color": extracted.color, "seconds": time.perf_counter() - start}
 
 
 def run_reconstruct(task: ReconstructTask, events: Events) -> dict:
@@ -113,14 +144,22 @@ def run_reconstruct(task: ReconstructTask, events: Events) -> dict:
 
     start = time.perf_counter()
     space = load_space(task.space_path, device=resolve_device(task.device))
-    kind, data = load_points_or_mesh(task.input)
-    field = reconstruct(space, **{kind: data}, steps=task.steps, seed=task.seed, on_progress=events.progress)
-    extended = space.with_shape(field.network.code, field.transform, task.name, grid=field.network.grid)
+    kind, data, colors = load_points_or_mesh(task.input)
+    if space.color_network is not None and colors is None:
+        events.warning(f"{os.path.basename(task.input)} has no colours: the reconstruction takes the space's mean "
+                       "appearance")
+    if space.color_network is None and colors is not None:
+        events.warning(f"the space has no colour: the colours of {os.path.basename(task.input)} are not used")
+    field = reconstruct(space, **{kind: data}, steps=task.steps, seed=task.seed, on_progress=events.progress,
+                        colors=colors)
+    color_code = field.color_network.code[space.config.latent_dim:] if field.has_color else None
+    extended = space.with_shape(field.network.code, field.transform, task.name, grid=field.network.grid,
+                                color_code=color_code)
     shape = len(extended) - 1
     if task.out_space_path:
         save_space(task.out_space_path, extended)
     with _removed_on_failure(task.out_space_path):
-        surface, _ = _extract_to_file(extended.shape(shape), task.extract, task.mesh_out, events)
+        surface = _extract_to_file(extended.shape(shape), task.extract, task.mesh_out, events).surface
     return {"space_path": task.out_space_path, "shape": shape, "names": extended.names, "input": kind,
             "input_size": len(data.vertices) if kind == "mesh" else len(data), "mesh_out": task.mesh_out,
             "vertices": len(surface.vertices), "faces": len(surface.faces), "report": extended.report,
@@ -128,11 +167,18 @@ def run_reconstruct(task: ReconstructTask, events: Events) -> dict:
 
 
 def run_eval(task: EvalTask, events: Events) -> dict:
-    from ..io.meshio import load_mesh
-    from ..surface.metrics import compare_meshes
+    """Shape fidelity, and colour PSNR where both meshes have colours."""
+    from ..io.meshio import load_colored_mesh
+    from ..surface.metrics import compare_colors, compare_meshes
 
-    return compare_meshes(load_mesh(task.reference), load_mesh(task.candidate), samples=task.samples,
-                          seed=task.seed)
+    reference, candidate = load_colored_mesh(task.reference), load_colored_mesh(task.candidate)
+    for note in (*reference.notes, *candidate.notes):
+        events.warning(note)
+    result = compare_meshes(reference.mesh, candidate.mesh, samples=task.samples, seed=task.seed)
+    if reference.colors is not None and candidate.colors is not None:
+        result.update(compare_colors(reference.mesh, reference.colors, candidate.mesh, candidate.colors,
+                                     samples=task.samples, seed=task.seed))
+    return result
 
 
 def run_sdf(task: SdfTask, events: Events) -> dict:
@@ -160,11 +206,28 @@ RUNNERS = {FitTask: run_fit, FitSpaceTask: run_fit_space, ExtractTask: run_extra
            EvalTask: run_eval, SdfTask: run_sdf}
 
 
-def _extract_to_file(field, settings: ExtractSettings, mesh_out: str, events: Events, with_report: bool = False):
-    """Extract the surface and write it (an NPZ for the add-on, written atomically, or OBJ / PLY);
-    returns the surface and the seconds taken (and the extraction's report)."""
-    from ..io.meshio import save_mesh
+@dataclass
+class Extracted:
+    """A surface written by _extract_to_file: the mesh, its colours (SurfaceColors, or None), what
+    colour it carries ('', 'vertex' or 'texture'), the files written, the seconds and the report."""
+
+    surface: object
+    colors: object
+    color: str
+    files: list
+    seconds: float
+    report: object
+
+
+def _extract_to_file(field, settings: ExtractSettings, mesh_out: str, events: Events) -> Extracted:
+    """Extract the surface and write it (an NPZ for the add-on, written atomically, or OBJ / PLY),
+    with vertex colours when the field has colour and a baked texture when the settings ask."""
+    from ..appearance.surface_colors import SurfaceColors
+    from ..io.meshio import MeshAppearance, save_mesh
     from ..surface.extraction import ExtractionReport, extract_isosurface, vertex_normals
+
+    if settings.texture and not field.has_color:
+        raise ValueError("the field has no colour to bake into a texture: fit it with colour (--color)")
 
     def on_progress(fraction):
         events.progress({"phase": "extract", "step": round(100 * fraction), "steps": 100})
@@ -174,10 +237,25 @@ def _extract_to_file(field, settings: ExtractSettings, mesh_out: str, events: Ev
     report = ExtractionReport(settings.method, settings.resolution, settings.level)
     surface = extract_isosurface(field, settings.resolution, settings.level, method=settings.method,
                                  progress=on_progress, report=report)
+    appearance, colors, color = None, None, ""
+    if field.has_color:
+        if settings.texture:
+            from ..surface.baking import bake_texture, unwrap
+
+            events.progress({"phase": "bake", "step": 0, "steps": 1})
+            surface, uvs, _ = unwrap(surface, settings.texture)
+            texture = bake_texture(field.colors, surface, uvs, settings.texture, device=field.device)
+            appearance = MeshAppearance(colors=field.colors(surface.vertices), uvs=uvs, texture=texture)
+            colors = SurfaceColors(np.ones((len(surface.faces), 3, 3)), uvs[surface.faces],
+                                   np.zeros(len(surface.faces)), (texture,))
+            color = "texture"
+        else:
+            appearance = MeshAppearance(colors=field.colors(surface.vertices))
+            colors = SurfaceColors.from_vertex_colors(surface.faces, appearance.colors)
+            color = "vertex"
     normals = vertex_normals(field, surface.vertices) if settings.normals else None
-    save_mesh(mesh_out, surface, normals)
-    seconds = time.perf_counter() - start
-    return (surface, seconds, report) if with_report else (surface, seconds)
+    files = save_mesh(mesh_out, surface, normals, appearance)
+    return Extracted(surface, colors, color, files, time.perf_counter() - start, report)
 
 
 class _removed_on_failure:

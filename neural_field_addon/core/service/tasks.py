@@ -28,6 +28,8 @@ from ..config import (
 
 # Surface samples per direction when `eval` compares two meshes.
 EVAL_SAMPLES = 50_000
+# Sides of a baked texture (texels): 0 for none, else within these bounds.
+TEXTURE_SIZES = (8, 16384)
 
 
 def _choice(name: str, value, choices) -> None:
@@ -49,6 +51,12 @@ def _number(name: str, value) -> float:
     return float(value)
 
 
+def _optional_bool(name: str, value) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"{name} must be true, false or null, got {value!r}")
+    return value
+
+
 def _set(task, name: str, value) -> None:
     object.__setattr__(task, name, value)  # frozen dataclasses normalise their own fields
 
@@ -56,18 +64,29 @@ def _set(task, name: str, value) -> None:
 @dataclass(frozen=True)
 class ExtractSettings:
     """How a surface is extracted: grid samples along the longest side, the iso-level in the
-    source's units (positive grows the shape), the method, and vertex normals from the field."""
+    source's units (positive grows the shape), the method, vertex normals from the field, and
+    for a field with colour the side of a texture to bake (0: vertex colours only)."""
 
     resolution: int = 256
     level: float = 0.0
     method: str = "adaptive"
     normals: bool = False
+    texture: int = 0
 
     def __post_init__(self):
         _set(self, "resolution", _integer("resolution", self.resolution))
         _set(self, "level", _number("level", self.level))
         _choice("method", self.method, EXTRACTION_METHODS)
         _set(self, "normals", bool(self.normals))
+        _set(self, "texture", _texture_size(self.texture))
+
+
+def _texture_size(value) -> int:
+    size = _integer("texture", value, minimum=0)
+    low, high = TEXTURE_SIZES
+    if size and not low <= size <= high:
+        raise ValueError(f"texture must be 0 (none) or {low}..{high} texels a side, got {size}")
+    return size
 
 
 def _extract_settings(value) -> ExtractSettings | None:
@@ -166,10 +185,12 @@ class FitTask(_FittingTask):
     extract: ExtractSettings | None = None
     mesh_out: str | None = None
     evaluate: bool = True
+    color: bool | None = None
 
     def __post_init__(self):
         self._check_configs()
         _set(self, "evaluate", bool(self.evaluate))
+        _set(self, "color", _optional_bool("color", self.color))
         if self.extract is not None:
             if not self.mesh_out:
                 raise ValueError("a fit that extracts its surface needs mesh_out, the file to write it to")
@@ -184,7 +205,8 @@ class FitSpaceTask(_FittingTask):
     space defaults of the device (preset None or 'auto'; config.space_configs) or a named preset,
     with the given settings replacing them; `latent_dim` and `latent_grid` are applied last (the
     fitter gives codes of length 0 its default length). `mix_weight` weighs mixed-code
-    supervision (None: config.MIX_WEIGHT; 0: a plain auto-decoder)."""
+    supervision (None: config.MIX_WEIGHT; 0: a plain auto-decoder). `color` as for FitTask: a
+    colour decoder when any mesh has colours."""
 
     type: ClassVar[str] = "fit-space"
     paths: ClassVar[tuple] = ("meshes", "space_path", "mesh_out")
@@ -199,8 +221,10 @@ class FitSpaceTask(_FittingTask):
     mix_weight: float | None = None
     extract: ExtractSettings | None = None
     mesh_out: tuple = ()
+    color: bool | None = None
 
     def __post_init__(self):
+        _set(self, "color", _optional_bool("color", self.color))
         _set(self, "meshes", tuple(str(path) for path in self.meshes))
         if len(self.meshes) < 2:
             raise ValueError(f"a shape space needs at least two meshes; {len(self.meshes)} given")
@@ -224,7 +248,8 @@ class FitSpaceTask(_FittingTask):
 
 @dataclass(frozen=True)
 class ExtractTask(Task):
-    """Extract the surface of a field file to `mesh_out` (OBJ, PLY or NPZ). A shape space needs
+    """Extract the surface of a field file to `mesh_out` (OBJ, PLY or NPZ), with vertex colours
+    when the field has colour, and with `texture` > 0 a baked texture of that side. A shape space needs
     `shape` (an index) or `blend` ({index: weight}, weights summing to 1; `slerp`: the spherical
     path between two codes); a single field takes neither (fields.shapespace.select_field)."""
 
@@ -240,10 +265,11 @@ class ExtractTask(Task):
     shape: int | None = None
     blend: dict | None = None
     slerp: bool = False
+    texture: int = 0
 
     def __post_init__(self):
-        settings = ExtractSettings(self.resolution, self.level, self.method, self.normals)
-        for name in ("resolution", "level", "normals"):
+        settings = self.settings
+        for name in ("resolution", "level", "normals", "texture"):
             _set(self, name, getattr(settings, name))
         _choice("device", self.device, DEVICES)
         if self.shape is not None:
@@ -260,7 +286,7 @@ class ExtractTask(Task):
 
     @property
     def settings(self) -> ExtractSettings:
-        return ExtractSettings(self.resolution, self.level, self.method, self.normals)
+        return ExtractSettings(self.resolution, self.level, self.method, self.normals, self.texture)
 
     def on_cpu(self) -> "ExtractTask":
         return replace(self, device="cpu")

@@ -7,13 +7,22 @@
   since open reference meshes have no consistent outside).
 - F-score at a distance threshold tau (default 1% of the diagonal): harmonic mean of precision
   (candidate samples within tau of the reference) and recall (the converse).
+- Colour PSNR (`compare_colors`), in sRGB over RGB with peak 1: between the reference's colour at
+  points sampled on the reference surface and the candidate's colour at the nearest points of
+  the candidate mesh (its vertex colours interpolated, or its texture), and a field's own colour
+  at the reference points.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..geometry import MeshQuery, TriangleMesh, sample_surface
+from ..appearance.colorspace import linear_to_srgb
+from ..appearance.surface_colors import SurfaceColors, barycentric_of
+from ..geometry import MeshQuery, TriangleMesh, sample_surface, sample_surface_barycentric
+
+# Colour samples on the reference surface.
+COLOR_SAMPLES = 100_000
 
 
 def _one_way(source: TriangleMesh, target_query: MeshQuery, count: int, rng):
@@ -53,3 +62,30 @@ def compare_meshes(
         "diagonal": diagonal,
         "samples": samples,
     }
+
+
+def psnr(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB of two arrays of values in [0, 1] (peak 1)."""
+    mse = float(np.mean((np.asarray(reference, dtype=np.float64) - np.asarray(candidate, dtype=np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10.0 * np.log10(1.0 / mse))
+
+
+def compare_colors(reference: TriangleMesh, reference_colors: SurfaceColors, candidate: TriangleMesh | None = None,
+                   candidate_colors: SurfaceColors | None = None, field_colors=None, samples: int = COLOR_SAMPLES,
+                   seed: int = 0) -> dict:
+    """Colour fidelity in sRGB: `color_psnr` of the candidate mesh's colours (at the nearest point
+    of the candidate to each reference sample) and `field_color_psnr` of `field_colors(points
+    (q, 3)) -> linear RGB (q, 3)` at the samples themselves, whichever is given."""
+    import torch
+
+    points, _, face, weights = sample_surface_barycentric(reference, samples, np.random.default_rng(seed))
+    truth = linear_to_srgb(reference_colors.colors_at(face, weights))
+    result = {"color_samples": samples}
+    if candidate is not None and candidate_colors is not None:
+        _, closest, near_face = MeshQuery(candidate).closest_points(points)
+        triangles = torch.as_tensor(candidate.triangles()[near_face])
+        near_weights = barycentric_of(torch.as_tensor(closest), triangles).numpy()
+        result["color_psnr"] = psnr(truth, linear_to_srgb(candidate_colors.colors_at(near_face, near_weights)))
+    if field_colors is not None:
+        result["field_color_psnr"] = psnr(truth, linear_to_srgb(field_colors(points)))
+    return result
