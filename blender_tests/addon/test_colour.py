@@ -177,6 +177,40 @@ def test_a_coloured_fit_comes_back_coloured_with_its_material_and_keeps_it_on_re
     assert reopened.data.materials[0].name == colors_module.COLOR_MATERIAL
 
 
+def test_bake_texture_wires_a_packed_image_of_the_field_colour_into_the_material(empty_scene):
+    import os
+
+    import torch
+
+    from neural_field_addon.core.appearance.surface_colors import sample_bilinear
+
+    source = _two_material_cube()
+    settings = bpy.context.scene.neural_field
+    settings.steps, settings.resolution, settings.device, settings.texture_size = 100, 32, "CPU", 256
+    assert bpy.ops.neural_field.fit() == {"FINISHED"}
+    field = bpy.data.objects[f"{source.name}.field"]
+    vertex_colors = _colors_of(field)
+    bpy.context.view_layer.objects.active = field
+    assert bpy.ops.neural_field.bake_texture() == {"FINISHED"}
+    colors_module = _module("colors")
+    material = field.data.materials[0]
+    assert material.name == f"{colors_module.COLOR_MATERIAL}: {field.name}"
+    base = material.node_tree.nodes["Principled BSDF"].inputs["Base Color"]
+    image = base.links[0].from_node.image
+    assert base.links[0].from_node.type == "TEX_IMAGE" and image.packed_file is not None
+    assert os.path.isfile(bpy.path.abspath(image.filepath)) and image.size[:] == (256, 256)
+    # The texture at each corner's UV holds the colour the field gave that corner's vertex.
+    mesh = field.data
+    uvs = np.empty(len(mesh.loops) * 2, dtype=np.float32)
+    mesh.uv_layers[colors_module.TEXTURE_UV].uv.foreach_get("vector", uvs)
+    vertex_of_loop = np.empty(len(mesh.loops), dtype=np.int64)
+    mesh.loops.foreach_get("vertex_index", vertex_of_loop)
+    pixels = colors_module.image_pixels(image)
+    baked = sample_bilinear(torch.as_tensor(pixels), torch.as_tensor(uvs.reshape(-1, 2))).numpy()
+    assert np.median(np.abs(baked - vertex_colors[vertex_of_loop])) < 0.03
+    assert mesh.uv_layers[colors_module.TEXTURE_UV].active_render
+
+
 def test_colour_off_fits_the_shape_alone(empty_scene):
     source = _two_material_cube()
     settings = bpy.context.scene.neural_field
@@ -242,3 +276,17 @@ def test_extract_blend_blends_the_colours_of_a_coloured_space(empty_scene):
     middle = np.median(_colors_of(thin_field), axis=0)
     assert ends[1][0] < middle[0] < ends[0][0] and ends[0][2] < middle[2] < ends[1][2]
     assert thin_field.data.materials[0].name == _module("colors").COLOR_MATERIAL
+    # A fat torus coloured red: its shape is the blue one's, and its colour, fitted as an appearance
+    # code, is red.
+    bpy.ops.mesh.primitive_torus_add(major_radius=1.0, minor_radius=0.45, location=(0.0, 4.0, 0.0))
+    scan = bpy.context.active_object
+    scan.name = "Scan"
+    scan.data.materials.append(red)
+    for obj in bpy.context.selected_objects:
+        obj.select_set(False)
+    scan.select_set(True)
+    thin_field.select_set(True)
+    bpy.context.view_layer.objects.active = thin_field
+    assert bpy.ops.neural_field.reconstruct(steps=200) == {"FINISHED"}
+    rebuilt = np.median(_colors_of(bpy.data.objects["Scan.reconstructed"]), axis=0)
+    assert rebuilt[0] > rebuilt[2]

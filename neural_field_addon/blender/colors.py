@@ -243,27 +243,16 @@ def _bake_base_colors(evaluated, slots: list, notes: list):
     None with a note naming the materials if Blender cannot bake them. Works on copies in a
     temporary scene, removed before returning."""
     names = ", ".join(f"'{evaluated.material_slots[slot].material.name}'" for slot in slots)
-    scene = bpy.data.scenes.new(BAKE_NAME)
     mesh = bpy.data.meshes.new_from_object(evaluated)
-    obj = bpy.data.objects.new(BAKE_NAME, mesh)
     image = bpy.data.images.new(BAKE_NAME, BAKE_SIZE, BAKE_SIZE, float_buffer=True)
     copies = []
+    scene = obj = None
     try:
-        scene.collection.objects.link(obj)
-        layer = scene.view_layers[0]
-        layer.objects.active = obj
-        obj.select_set(True, view_layer=layer)
         # A layout of its own, whatever UVs the mesh has (they may overlap): active for the bake's
         # target, while the render UV map, which the node trees read, stays as it is.
-        mesh.uv_layers.active = mesh.uv_layers.new(name=BAKE_NAME)
-        mesh.polygons.foreach_set("select", np.ones(len(mesh.polygons), dtype=bool))
-        override = dict(scene=scene, view_layer=layer, object=obj, active_object=obj, selected_objects=[obj],
-                        selected_editable_objects=[obj])
-        with bpy.context.temp_override(**override):
-            bpy.ops.object.mode_set(mode="EDIT")
-        with bpy.context.temp_override(**override, edit_object=obj):
-            bpy.ops.uv.smart_project(island_margin=0.002)
-            bpy.ops.object.mode_set(mode="OBJECT")
+        scene, obj = _temporary_scene(mesh)
+        _smart_project(scene, obj, BAKE_NAME)
+        override = _override(scene, obj)
         for index, material in enumerate(mesh.materials):
             if material is None:
                 continue
@@ -289,9 +278,98 @@ def _bake_base_colors(evaluated, slots: list, notes: list):
                      "plain colour")
         return None
     finally:
-        bpy.data.objects.remove(obj)
+        _remove_temporary_scene(scene, obj)
         bpy.data.meshes.remove(mesh)
         for copy in copies:
             bpy.data.materials.remove(copy)
         bpy.data.images.remove(image)
+
+
+def _temporary_scene(mesh):
+    """A scene of its own holding one object of `mesh`, active and selected: where operators that
+    need an object (Smart UV Project, bake) run without touching the user's scenes."""
+    scene = bpy.data.scenes.new(BAKE_NAME)
+    obj = bpy.data.objects.new(BAKE_NAME, mesh)
+    scene.collection.objects.link(obj)
+    layer = scene.view_layers[0]
+    layer.objects.active = obj
+    obj.select_set(True, view_layer=layer)
+    return scene, obj
+
+
+def _remove_temporary_scene(scene, obj) -> None:
+    if obj is not None:
+        bpy.data.objects.remove(obj)
+    if scene is not None:
         bpy.data.scenes.remove(scene)
+
+
+def _override(scene, obj) -> dict:
+    return dict(scene=scene, view_layer=scene.view_layers[0], object=obj, active_object=obj,
+                selected_objects=[obj], selected_editable_objects=[obj])
+
+
+def _smart_project(scene, obj, layer_name: str) -> None:
+    """A new UV map `layer_name` on the object's mesh, laid out by Smart UV Project, made active."""
+    mesh = obj.data
+    mesh.uv_layers.active = mesh.uv_layers.new(name=layer_name)
+    mesh.polygons.foreach_set("select", np.ones(len(mesh.polygons), dtype=bool))
+    override = _override(scene, obj)
+    with bpy.context.temp_override(**override):
+        bpy.ops.object.mode_set(mode="EDIT")
+    with bpy.context.temp_override(**override, edit_object=obj):
+        bpy.ops.uv.smart_project(island_margin=0.002)
+        bpy.ops.object.mode_set(mode="OBJECT")
+
+
+# The UV map Bake Texture lays out on a result, and the image it bakes.
+TEXTURE_UV = "Neural Field UV"
+
+
+def texture_layout(mesh) -> np.ndarray:
+    """Smart UV Project of a copy of `mesh` (the mesh itself is not changed): UVs per loop (L, 2)."""
+    copy = mesh.copy()
+    scene = obj = None
+    try:
+        scene, obj = _temporary_scene(copy)
+        _smart_project(scene, obj, TEXTURE_UV)
+        uvs = np.empty(len(copy.loops) * 2, dtype=np.float32)
+        copy.uv_layers[TEXTURE_UV].uv.foreach_get("vector", uvs)
+        return uvs.reshape(-1, 2)
+    finally:
+        _remove_temporary_scene(scene, obj)
+        bpy.data.meshes.remove(copy)
+
+
+def show_texture(obj, uvs: np.ndarray, path: str) -> bpy.types.Material:
+    """Give a result object the baked texture at `path` through the UV map `uvs` (per loop): its
+    own material "Neural Field Colour: <object>" with the image into Base Color."""
+    mesh = obj.data
+    layer = mesh.uv_layers.get(TEXTURE_UV) or mesh.uv_layers.new(name=TEXTURE_UV)
+    layer.uv.foreach_set("vector", np.asarray(uvs, dtype=np.float32).reshape(-1))
+    mesh.uv_layers.active = layer
+    layer.active_render = True
+    name = f"{COLOR_MATERIAL}: {obj.name}"
+    image = next((image for image in bpy.data.images if image.filepath == path), None)
+    if image is None:
+        image = bpy.data.images.load(path, check_existing=False)
+    else:
+        image.reload()
+    material = bpy.data.materials.get(name)
+    if material is None or material.library is not None:
+        material = bpy.data.materials.new(name)
+        material.use_nodes = True
+    tree = material.node_tree
+    shader = next(node for node in tree.nodes if node.type == "BSDF_PRINCIPLED")
+    texture = next((node for node in tree.nodes if node.type == "TEX_IMAGE"), None) or tree.nodes.new(
+        "ShaderNodeTexImage")
+    texture.image = image
+    texture.location = (shader.location.x - 300, shader.location.y)
+    uv_node = next((node for node in tree.nodes if node.type == "UVMAP"), None) or tree.nodes.new("ShaderNodeUVMap")
+    uv_node.uv_map = TEXTURE_UV
+    uv_node.location = (texture.location.x - 250, texture.location.y)
+    tree.links.new(uv_node.outputs["UV"], texture.inputs["Vector"])
+    tree.links.new(texture.outputs["Color"], shader.inputs["Base Color"])
+    mesh.materials.clear()
+    mesh.materials.append(material)
+    return material

@@ -85,6 +85,18 @@ def evaluated_points(obj, depsgraph) -> np.ndarray:
     return positions.reshape(-1, 3)
 
 
+def evaluated_point_colors(obj, depsgraph):
+    """Linear colours (n, 3) of a point-cloud object's evaluated points from its first colour
+    attribute on the points (FLOAT_COLOR or BYTE_COLOR; `color` is scene linear), or None."""
+    data = obj.evaluated_get(depsgraph).data
+    for attribute in data.attributes:
+        if attribute.data_type in ("FLOAT_COLOR", "BYTE_COLOR") and attribute.domain == "POINT":
+            values = np.empty(len(attribute.data) * 4, dtype=np.float32)
+            attribute.data.foreach_get("color", values)
+            return values.reshape(-1, 4)[:, :3]
+    return None
+
+
 def mesh_from_arrays(name: str, vertices: np.ndarray, faces: np.ndarray, normals=None) -> bpy.types.Mesh:
     """A new mesh datablock with the given triangles: flat-shaded as extracted, or with `normals`
     (n, 3) smooth-shaded with them as custom vertex normals."""

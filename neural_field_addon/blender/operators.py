@@ -11,8 +11,8 @@ import bpy
 import numpy as np
 
 from ..core.config import MIX_WEIGHT
-from ..core.service.tasks import ExtractSettings, ExtractTask, FitSpaceTask, FitTask, ReconstructTask
-from . import properties, storage
+from ..core.service.tasks import BakeTask, ExtractSettings, ExtractTask, FitSpaceTask, FitTask, ReconstructTask
+from . import colors, properties, storage
 from .driver import STATE, InputError, WorkerOperator, failure_text, idle, make_task
 from .field_objects import (
     fields_collection,
@@ -211,6 +211,67 @@ class NEURAL_FIELD_OT_extract(WorkerOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
+class NEURAL_FIELD_OT_bake_texture(WorkerOperator, bpy.types.Operator):
+    """Bake the active field object's colour into a texture on a Smart UV Project layout, saved beside its field file, packed into the .blend and wired into its material"""
+
+    bl_idname = "neural_field.bake_texture"
+    bl_label = "Bake Texture"
+    bl_options = {"UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        if obj is None or obj.type != "MESH" or not obj.neural_field.is_field:
+            cls.poll_message_set("The active object is not a neural field: fit one first")
+            return False
+        return idle(cls)
+
+    def fill_job(self, context, job: WorkerJob) -> None:
+        obj = context.active_object
+        if obj is None or not obj.neural_field.is_field:
+            raise InputError("The active object is not a neural field: fit one first")
+        if obj.library is not None or obj.data.library is not None:
+            raise InputError(f"'{obj.name}' is linked from a library and cannot be changed")
+        if obj.mode == "EDIT":
+            raise InputError(f"'{obj.name}' is in Edit Mode: switch to Object Mode to bake")
+        if obj.neural_field.field_color_psnr < 0:
+            raise InputError(f"'{obj.name}' has no colour to bake: fit it with Colour on")
+        path = _field_file(obj)
+        mesh = obj.data
+        if not len(mesh.polygons):
+            raise InputError(f"'{obj.name}' has no faces to bake onto")
+        self._uvs = colors.texture_layout(mesh)  # on a copy: the object changes only once the bake succeeded
+        mesh.calc_loop_triangles()
+        loops = np.empty(len(mesh.loop_triangles) * 3, dtype=np.int64)
+        mesh.loop_triangles.foreach_get("loops", loops)
+        faces = np.empty(len(mesh.loop_triangles) * 3, dtype=np.int64)
+        mesh.loop_triangles.foreach_get("vertices", faces)
+        vertices = np.empty(len(mesh.vertices) * 3, dtype=np.float64)
+        mesh.vertices.foreach_get("co", vertices)
+        mesh_file = job.path("bake.npz")
+        np.savez(mesh_file, vertices=vertices.reshape(-1, 3), faces=faces.reshape(-1, 3),
+                 corner_uvs=self._uvs[loops].reshape(-1, 3, 2))
+        self._image = os.path.join(os.path.dirname(path), f"{os.path.splitext(os.path.basename(path))[0]}_"
+                                   f"{bpy.path.clean_name(obj.name)}_colour.png")
+        choice = _space_choice(obj.neural_field) if obj.neural_field.space_shape >= 0 else {}
+        job.add_task(make_task(BakeTask, f"Cannot bake '{obj.name}'", field_path=path, mesh=mesh_file,
+                               image_out=self._image, size=context.scene.neural_field.texture_size,
+                               device=job_device(context), **choice))
+        self._target = obj.name
+
+    def apply(self, context, job, results, errors):
+        obj = bpy.data.objects.get(self._target)
+        if not results or obj is None:
+            self.report({"ERROR"}, f"Bake Texture failed: {failure_text(errors, [self._target])}")
+            return {"CANCELLED"}
+        material = colors.show_texture(obj, self._uvs, self._image)
+        # Packed too: the texture travels with the .blend wherever the field files are kept.
+        next(node for node in material.node_tree.nodes if node.type == "TEX_IMAGE").image.pack()
+        size = results[0]["size"]
+        self.report({"INFO"}, f"Baked {obj.name}'s colour into a {size} x {size} texture: {self._image}")
+        return {"FINISHED"}
+
+
 class NEURAL_FIELD_OT_reconstruct(WorkerOperator, bpy.types.Operator):
     """Fit a code of the selected shape space to the selected mesh or point cloud (shape completion from partial data) and add the result as a new field object"""
 
@@ -239,7 +300,9 @@ class NEURAL_FIELD_OT_reconstruct(WorkerOperator, bpy.types.Operator):
         self._extract = _extract_settings(settings)
         self._tasks = []  # (input name, name of the object whose frame the result lands in)
         for index, obj in enumerate(inputs):
-            arrays, frame = reconstruct_input(obj, space_obj, depsgraph, self.input_mode)
+            notes = [] if settings.color else None
+            arrays, frame = reconstruct_input(obj, space_obj, depsgraph, self.input_mode, notes)
+            _report_color_notes(self, [f"'{obj.name}': {note}" for note in notes or []])
             input_path = job.path(f"input_{index}.npz")
             np.savez(input_path, **arrays)
             job.add_task(make_task(

@@ -99,6 +99,10 @@ class VIEW3D_PT_neural_field(bpy.types.Panel):
             if record.field_color_psnr >= 0:
                 parts.append(f"field {record.field_color_psnr:.1f} dB")
             box.label(text="Colour PSNR " + ", ".join(parts))
+        if record.field_color_psnr >= 0:
+            row = box.row(align=True)
+            row.operator("neural_field.bake_texture", icon="TEXTURE")
+            row.prop(context.scene.neural_field, "texture_size", text="")
 
 
 _PREVIEWS = {}  # "collection": bpy.utils.previews collection holding the loss-curve thumbnail

@@ -155,6 +155,9 @@ class NeuralFieldSceneSettings(bpy.types.PropertyGroup):
         name="Colour", description="Fit the sources' colours with their shape (image textures, colour "
         "attributes, materials' Base Colors) and show them on the result; sources without colours fit "
         "their shape alone", default=True)
+    texture_size: IntProperty(
+        name="Texture Size", description="Texels a side of the texture Bake Texture makes of a field's colour",
+        default=2048, min=64, max=8192)
     evaluate: BoolProperty(
         name="Measure Fidelity", description="After fitting, measure Chamfer distance, normal "
         "consistency and F-score of the result against the source", default=True)

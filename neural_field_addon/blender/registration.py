@@ -15,6 +15,7 @@ CLASSES = (
     operators.NEURAL_FIELD_OT_fit,
     operators.NEURAL_FIELD_OT_fit_shape_space,
     operators.NEURAL_FIELD_OT_extract,
+    operators.NEURAL_FIELD_OT_bake_texture,
     operators.NEURAL_FIELD_OT_reconstruct,
     operators.NEURAL_FIELD_OT_locate_field,
     operators.NEURAL_FIELD_OT_cancel,

@@ -101,17 +101,26 @@ def reconstruct_inputs(context) -> list:
     return inputs
 
 
-def reconstruct_input(obj, space_obj, depsgraph, input_mode: str):
+def reconstruct_input(obj, space_obj, depsgraph, input_mode: str, notes: list | None = None):
     """The input as the worker takes it, and the object whose frame the result lands in: a
     surface in the input's own coordinates (the reconstruction finds its frame), or points
     in the space object's coordinates (a partial cloud cannot say where its shape's centre is,
-    so it is read in the frame of the space's shapes). `input_mode`: AUTO, MESH or POINTS."""
+    so it is read in the frame of the space's shapes). `input_mode`: AUTO, MESH or POINTS. With
+    `notes` (a list for what was skipped), the input's colours travel too: a surface's as
+    SurfaceColors arrays, points' as linear `colors` (a mesh's surface colours at the points, or
+    a point cloud's colour attribute)."""
+    from ..core.appearance.surface_colors import colors_to_arrays
     from ..core.geometry.mesh import TriangleMesh
 
+    surface = point_colors = None
     if obj.type == "MESH":
-        vertices, faces = mesh_bridge.evaluated_triangles(obj, depsgraph)
+        read = mesh_bridge.evaluated_triangles(obj, depsgraph, notes)
+        vertices, faces = read[0], read[1]
+        surface = read[2] if notes is not None else None
     else:
         vertices, faces = mesh_bridge.evaluated_points(obj, depsgraph), np.zeros((0, 3), dtype=np.int64)
+        if notes is not None:
+            point_colors = mesh_bridge.evaluated_point_colors(obj, depsgraph)
     as_surface = input_mode == "MESH" or (input_mode == "AUTO" and len(faces) > 0)
     if as_surface:
         if len(faces) == 0:
@@ -120,18 +129,21 @@ def reconstruct_input(obj, space_obj, depsgraph, input_mode: str):
             TriangleMesh(vertices, faces)
         except ValueError as error:
             raise InputError(f"Cannot reconstruct '{obj.name}': {error}") from error
-        return {"vertices": vertices, "faces": faces}, obj
+        return {"vertices": vertices, "faces": faces, **({} if surface is None else colors_to_arrays(surface))}, obj
     if len(faces):  # the surface, sampled evenly, rather than its vertices bunched where detail is
-        from ..core.geometry.sampling import sample_surface
+        from ..core.geometry.sampling import sample_surface_barycentric
 
         try:
-            vertices, _ = sample_surface(TriangleMesh(vertices, faces), POINT_SAMPLES, np.random.default_rng(0))
+            vertices, _, face, weights = sample_surface_barycentric(TriangleMesh(vertices, faces), POINT_SAMPLES,
+                                                                    np.random.default_rng(0))
         except ValueError as error:
             raise InputError(f"Cannot reconstruct '{obj.name}': {error}") from error
+        if surface is not None:
+            point_colors = surface.colors_at(face, weights)
     to_space = np.array(space_obj.matrix_world.inverted() @ obj.matrix_world)
     points = vertices @ to_space[:3, :3].T + to_space[:3, 3]
     if len(points) < 16:
         raise InputError(f"'{obj.name}' has {len(points)} points; a reconstruction needs at least 16")
     if not np.all(np.isfinite(points)):
         raise InputError(f"'{obj.name}' has NaN or infinite coordinates")
-    return {"points": points}, space_obj
+    return {"points": points, **({} if point_colors is None else {"colors": point_colors})}, space_obj

@@ -15,7 +15,17 @@ from typing import Protocol
 
 import numpy as np
 
-from .tasks import EvalTask, ExtractSettings, ExtractTask, FitSpaceTask, FitTask, ReconstructTask, SdfTask, Task
+from .tasks import (
+    BakeTask,
+    EvalTask,
+    ExtractSettings,
+    ExtractTask,
+    FitSpaceTask,
+    FitTask,
+    ReconstructTask,
+    SdfTask,
+    Task,
+)
 
 # Surface samples per direction when a fit measures its result against the source.
 FIT_EVALUATION_SAMPLES = 20_000
@@ -166,6 +176,37 @@ def run_reconstruct(task: ReconstructTask, events: Events) -> dict:
             "seconds": time.perf_counter() - start}
 
 
+def run_bake(task: BakeTask, events: Events) -> dict:
+    """The field's colour baked through the mesh's own per-corner UVs into a PNG."""
+    from ..devices import resolve_device
+    from ..fields.shapespace import select_field
+    from ..geometry import TriangleMesh
+    from ..io.fieldfile import load
+    from ..io.images import write_texture
+    from ..surface.baking import bake_texture
+
+    start = time.perf_counter()
+    field = select_field(load(task.field_path, device=resolve_device(task.device)), task.shape, task.blend,
+                         task.slerp, name=task.field_path)
+    if not field.has_color:
+        raise ValueError(f"{os.path.basename(task.field_path)} has no colour to bake: fit it with colour")
+    try:
+        with np.load(task.mesh, allow_pickle=False) as data:
+            vertices, faces = np.asarray(data["vertices"]), np.asarray(data["faces"], dtype=np.int64)
+            corner_uvs = np.asarray(data["corner_uvs"], dtype=np.float32)
+    except (OSError, KeyError, ValueError) as error:
+        raise ValueError(f"cannot read the mesh to bake for {task.mesh}: {error}") from error
+    if corner_uvs.shape != (len(faces), 3, 2):
+        raise ValueError(f"the mesh to bake needs corner UVs of shape ({len(faces)}, 3, 2), got {corner_uvs.shape}")
+    # One vertex per corner, so each corner carries its own UV across the layout's seams.
+    corners = TriangleMesh(np.asarray(vertices, dtype=np.float64)[faces].reshape(-1, 3),
+                           np.arange(3 * len(faces)).reshape(-1, 3))
+    events.progress({"phase": "bake", "step": 0, "steps": 1})
+    texture = bake_texture(field.colors, corners, corner_uvs.reshape(-1, 2), task.size, device=field.device)
+    write_texture(task.image_out, texture)
+    return {"image_out": task.image_out, "size": task.size, "seconds": time.perf_counter() - start}
+
+
 def run_eval(task: EvalTask, events: Events) -> dict:
     """Shape fidelity, and colour PSNR where both meshes have colours."""
     from ..io.meshio import load_colored_mesh
@@ -203,7 +244,7 @@ def run_sdf(task: SdfTask, events: Events) -> dict:
 
 
 RUNNERS = {FitTask: run_fit, FitSpaceTask: run_fit_space, ExtractTask: run_extract, ReconstructTask: run_reconstruct,
-           EvalTask: run_eval, SdfTask: run_sdf}
+           BakeTask: run_bake, EvalTask: run_eval, SdfTask: run_sdf}
 
 
 @dataclass

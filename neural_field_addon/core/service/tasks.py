@@ -81,6 +81,15 @@ class ExtractSettings:
         _set(self, "texture", _texture_size(self.texture))
 
 
+def _blend_weights(value) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError(f"blend must map shape indices to weights, got {value!r}")
+    try:
+        return {int(index): float(weight) for index, weight in value.items()}
+    except (TypeError, ValueError):
+        raise ValueError(f"blend must map shape indices to weights, got {value!r}") from None
+
+
 def _texture_size(value) -> int:
     size = _integer("texture", value, minimum=0)
     low, high = TEXTURE_SIZES
@@ -275,13 +284,7 @@ class ExtractTask(Task):
         if self.shape is not None:
             _set(self, "shape", _integer("shape", self.shape))
         if self.blend is not None:
-            if not isinstance(self.blend, dict):
-                raise ValueError(f"blend must map shape indices to weights, got {self.blend!r}")
-            try:
-                blend = {int(index): float(weight) for index, weight in self.blend.items()}
-            except (TypeError, ValueError):
-                raise ValueError(f"blend must map shape indices to weights, got {self.blend!r}") from None
-            _set(self, "blend", blend)
+            _set(self, "blend", _blend_weights(self.blend))
         _set(self, "slerp", bool(self.slerp))
 
     @property
@@ -322,6 +325,40 @@ class ReconstructTask(Task):
 
 
 @dataclass(frozen=True)
+class BakeTask(Task):
+    """Bake a field's colour into a `size` x `size` texture for a mesh that has its own UV layout
+    (`mesh`: an NPZ of `vertices`, `faces` and per-corner `corner_uvs` (m, 3, 2), the field's
+    object coordinates), written to `image_out` as an 8-bit sRGB PNG. A shape space takes
+    `shape` or `blend` as ExtractTask does."""
+
+    type: ClassVar[str] = "bake"
+    paths: ClassVar[tuple] = ("field_path", "mesh", "image_out")
+    field_path: str
+    mesh: str
+    image_out: str
+    size: int = 2048
+    device: str = "auto"
+    shape: int | None = None
+    blend: dict | None = None
+    slerp: bool = False
+
+    def __post_init__(self):
+        size = _texture_size(self.size)
+        if not size:
+            raise ValueError("a bake needs a texture size of at least 8 texels a side")
+        _set(self, "size", size)
+        _choice("device", self.device, DEVICES)
+        if self.shape is not None:
+            _set(self, "shape", _integer("shape", self.shape))
+        if self.blend is not None:
+            _set(self, "blend", _blend_weights(self.blend))
+        _set(self, "slerp", bool(self.slerp))
+
+    def on_cpu(self) -> "BakeTask":
+        return replace(self, device="cpu")
+
+
+@dataclass(frozen=True)
 class EvalTask(Task):
     """Fidelity of a candidate mesh against a reference: point-to-surface Chamfer-L1 both ways,
     relative to the reference's bounding-box diagonal, normal consistency and F-score at 1%."""
@@ -357,7 +394,8 @@ class SdfTask(Task):
         return replace(self, device="cpu")
 
 
-TASKS = {cls.type: cls for cls in (FitTask, FitSpaceTask, ExtractTask, ReconstructTask, EvalTask, SdfTask)}
+TASKS = {cls.type: cls for cls in (FitTask, FitSpaceTask, ExtractTask, ReconstructTask, BakeTask, EvalTask,
+                                   SdfTask)}
 
 
 def task_from_dict(data) -> Task:

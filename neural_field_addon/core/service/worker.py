@@ -11,7 +11,7 @@ travel as files in the job folder (meshes as NPZ), never through the pipe.
 
 Job file: {"tasks": [...]}, each task one of
   {"type": "fit", "mesh": NPZ, "field_path": P, "preset": NAME or null, "field_config": {...},
-   "train_config": {...}, "extract": EXTRACT, "mesh_out": NPZ, "evaluate": bool}
+   "train_config": {...}, "extract": EXTRACT, "mesh_out": NPZ, "evaluate": bool, "color": bool|null}
   (with a preset, the configs start from it on the device the fit runs on and the given
   fields override it; without one, from the defaults)
   {"type": "fit-space", "meshes": [NPZ, ...], "names": [...], "space_path": P, "field_config": {...},
@@ -23,10 +23,15 @@ Job file: {"tasks": [...]}, each task one of
   {"type": "reconstruct", "space_path": P, "input": NPZ (a mesh, or an array `points`), "name": N,
    "steps": S, "seed": s, "device": D, "out_space_path": P2, "extract": EXTRACT, "mesh_out": NPZ}
   (P2: the space with the reconstruction appended as its last shape)
-  where EXTRACT is {"resolution": R, "level": L, "method": "adaptive" | "dense", "normals": bool}
-  (method and normals optional); with normals, the NPZ also holds per-vertex `normals`. For a
+  {"type": "bake", "field_path": P, "mesh": NPZ (vertices, faces, corner_uvs), "image_out": PNG,
+   "size": S, "device": D}
+  where EXTRACT is {"resolution": R, "level": L, "method": "adaptive" | "dense", "normals": bool,
+  "texture": S} (all but resolution and level optional); with normals, the NPZ also holds
+  per-vertex `normals`, and for a field with colour always linear `colors`. A fit's mesh NPZ may
+  hold its colours (core/appearance/surface_colors.py's COLOR_ARRAYS); "color" null fits them
+  where there are any, false never. For a
   shape space, an extract task also names "shape": I, or "blend": {"I": w, ...} and "slerp": bool
-  (one of shape and blend; a single field takes neither).
+  (one of shape and blend; a single field takes neither); so does a bake task.
 Each object is read as a task of tasks.py (unknown keys are refused) and run by runners.py, as
 the command line runs its own; the CLI's `eval` and `sdf` are tasks too.
 Paths are relative to the job file's folder unless absolute. Job-level options:
