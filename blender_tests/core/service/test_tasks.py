@@ -149,3 +149,19 @@ def test_a_cpu_run_of_a_task_changes_only_its_device():
     task = FitTask(mesh="m.npz", field_path="f.nfield", train_config={"device": "cuda", "steps": 5})
     assert task.on_cpu().train_config == {"device": "cpu", "steps": 5}
     assert ExtractTask(field_path="f", mesh_out="o", device="cuda").on_cpu().device == "cpu"
+
+
+def test_colour_and_texture_settings_are_checked_when_a_task_is_made():
+    from neural_field_addon.core.service.tasks import BakeTask, task_from_dict
+
+    with pytest.raises(ValueError, match="texture must be 0"):
+        ExtractTask(field_path="f.nfield", mesh_out="m.obj", texture=4)
+    with pytest.raises(ValueError, match="color must be true, false or null"):
+        FitTask(mesh="m.obj", field_path="f.nfield", color="yes")
+    with pytest.raises(ValueError, match="texture size of at least 8"):
+        BakeTask(field_path="f.nfield", mesh="m.npz", image_out="t.png", size=0)
+    bake = task_from_dict({"type": "bake", "field_path": "f.nfield", "mesh": "m.npz", "image_out": "t.png",
+                           "size": 512, "blend": {"0": 0.5, "1": 0.5}})
+    assert bake.blend == {0: 0.5, 1: 0.5} and task_from_dict(bake.to_dict()) == bake
+    with pytest.raises(ValueError, match="unknown bake task settings: colour"):
+        task_from_dict({"type": "bake", "field_path": "f", "mesh": "m", "image_out": "t", "colour": True})
