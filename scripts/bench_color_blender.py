@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 
-from benchlib import ROOT  # noqa: F401 - the checkout's package on the path
+import benchlib  # noqa: F401 - the checkout's package on the path
 
 
 def _material(bpy, name, color):
