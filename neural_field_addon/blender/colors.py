@@ -45,11 +45,12 @@ def image_pixels(image) -> np.ndarray:
     """An image's pixels as linear RGB (H, W, 3), row 0 at the top; ValueError if it has none."""
     from ..core.appearance.colorspace import srgb_to_linear
 
-    if image.source not in ("FILE", "GENERATED", "TILED") or not image.has_data and image.size[0] == 0:
-        raise ValueError(f"the image '{image.name}' has no pixels (its file is missing or unreadable)")
+    if image.source not in ("FILE", "GENERATED", "TILED"):
+        raise ValueError(f"the image '{image.name}' is a {image.source.lower()}, not a still image")
     width, height = image.size
     if width == 0 or height == 0:
-        raise ValueError(f"the image '{image.name}' has no pixels (its file '{image.filepath}' is missing)")
+        raise ValueError(f"the image '{image.name}' has no pixels (its file '{image.filepath}' is missing or "
+                         "unreadable)")
     channels = image.channels
     pixels = np.empty(width * height * channels, dtype=np.float32)
     image.pixels.foreach_get(pixels)

@@ -155,6 +155,27 @@ class NEURAL_FIELD_OT_fit_shape_space(WorkerOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
+def _field_object_poll(cls, context) -> bool:
+    """The poll of the operators that work on the active field object."""
+    obj = context.active_object
+    if obj is None or obj.type != "MESH" or not obj.neural_field.is_field:
+        cls.poll_message_set("The active object is not a neural field: fit one first")
+        return False
+    return idle(cls)
+
+
+def _changeable_field_object(context, verb: str):
+    """The active field object, refused unless its mesh may be replaced (`verb`: what would)."""
+    obj = context.active_object
+    if obj is None or not obj.neural_field.is_field:
+        raise InputError("The active object is not a neural field: fit one first")
+    if obj.library is not None or obj.data.library is not None:
+        raise InputError(f"'{obj.name}' is linked from a library and cannot be changed")
+    if obj.mode == "EDIT":
+        raise InputError(f"'{obj.name}' is in Edit Mode: switch to Object Mode to {verb}")
+    return obj
+
+
 def _space_choice(record) -> dict:
     """What Extract takes from a shape-space object: shape A, or the blend of A and B at `mix`."""
     try:
@@ -175,20 +196,10 @@ class NEURAL_FIELD_OT_extract(WorkerOperator, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        obj = context.active_object
-        if obj is None or obj.type != "MESH" or not obj.neural_field.is_field:
-            cls.poll_message_set("The active object is not a neural field: fit one first")
-            return False
-        return idle(cls)
+        return _field_object_poll(cls, context)
 
     def fill_job(self, context, job: WorkerJob) -> None:
-        obj = context.active_object
-        if obj is None or not obj.neural_field.is_field:
-            raise InputError("The active object is not a neural field: fit one first")
-        if obj.library is not None or obj.data.library is not None:
-            raise InputError(f"'{obj.name}' is linked from a library and cannot be changed")
-        if obj.mode == "EDIT":
-            raise InputError(f"'{obj.name}' is in Edit Mode: switch to Object Mode to extract")
+        obj = _changeable_field_object(context, "extract")
         path = _field_file(obj)
         settings = context.scene.neural_field
         self._extract = _extract_settings(settings)
@@ -220,20 +231,10 @@ class NEURAL_FIELD_OT_bake_texture(WorkerOperator, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        obj = context.active_object
-        if obj is None or obj.type != "MESH" or not obj.neural_field.is_field:
-            cls.poll_message_set("The active object is not a neural field: fit one first")
-            return False
-        return idle(cls)
+        return _field_object_poll(cls, context)
 
     def fill_job(self, context, job: WorkerJob) -> None:
-        obj = context.active_object
-        if obj is None or not obj.neural_field.is_field:
-            raise InputError("The active object is not a neural field: fit one first")
-        if obj.library is not None or obj.data.library is not None:
-            raise InputError(f"'{obj.name}' is linked from a library and cannot be changed")
-        if obj.mode == "EDIT":
-            raise InputError(f"'{obj.name}' is in Edit Mode: switch to Object Mode to bake")
+        obj = _changeable_field_object(context, "bake")
         if obj.neural_field.field_color_psnr < 0:
             raise InputError(f"'{obj.name}' has no colour to bake: fit it with Colour on")
         path = _field_file(obj)

@@ -76,9 +76,9 @@ def run_fit(task: FitTask, events: Events) -> dict:
             events.progress({"phase": "evaluate", "step": 0, "steps": 1})
             start = time.perf_counter()
             result["metrics"] = compare_meshes(mesh, extracted.surface, samples=FIT_EVALUATION_SAMPLES)
-            if colors is not None:
+            if colors is not None:  # the field's own colour PSNR is in its report already
                 result["metrics"].update(compare_colors(mesh, colors, extracted.surface, extracted.colors,
-                                                        field.colors, samples=FIT_EVALUATION_SAMPLES))
+                                                        samples=FIT_EVALUATION_SAMPLES))
             result["evaluate_seconds"] = time.perf_counter() - start
     return result
 

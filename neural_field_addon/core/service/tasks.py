@@ -81,6 +81,16 @@ class ExtractSettings:
         _set(self, "texture", _texture_size(self.texture))
 
 
+def _check_shape_choice(task) -> None:
+    """A task's choice of what a shape-space file gives (`shape`, `blend`, `slerp`), normalised;
+    whether the file needs it is fields.shapespace.select_field's to say."""
+    if task.shape is not None:
+        _set(task, "shape", _integer("shape", task.shape))
+    if task.blend is not None:
+        _set(task, "blend", _blend_weights(task.blend))
+    _set(task, "slerp", bool(task.slerp))
+
+
 def _blend_weights(value) -> dict:
     if not isinstance(value, dict):
         raise ValueError(f"blend must map shape indices to weights, got {value!r}")
@@ -281,11 +291,7 @@ class ExtractTask(Task):
         for name in ("resolution", "level", "normals", "texture"):
             _set(self, name, getattr(settings, name))
         _choice("device", self.device, DEVICES)
-        if self.shape is not None:
-            _set(self, "shape", _integer("shape", self.shape))
-        if self.blend is not None:
-            _set(self, "blend", _blend_weights(self.blend))
-        _set(self, "slerp", bool(self.slerp))
+        _check_shape_choice(self)
 
     @property
     def settings(self) -> ExtractSettings:
@@ -348,11 +354,7 @@ class BakeTask(Task):
             raise ValueError("a bake needs a texture size of at least 8 texels a side")
         _set(self, "size", size)
         _choice("device", self.device, DEVICES)
-        if self.shape is not None:
-            _set(self, "shape", _integer("shape", self.shape))
-        if self.blend is not None:
-            _set(self, "blend", _blend_weights(self.blend))
-        _set(self, "slerp", bool(self.slerp))
+        _check_shape_choice(self)
 
     def on_cpu(self) -> "BakeTask":
         return replace(self, device="cpu")
