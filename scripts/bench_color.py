@@ -2,13 +2,15 @@
 same fit without colour, on a textured asset.
 
     python scripts/bench_color.py [--device cuda] [--mesh PATH] [--variants default,grid19,...]
-        [--resolution 256] [--texture 2048] [--json out.json]
+        [--resolution 256] [--texture 2048] [--charts projection,xatlas] [--json out.json]
 
 For each variant it fits the shape (the 'auto' preset of the device) with and without colour,
 then reports: ground truth and training seconds (their sum is the work, as in bench_fit.py), the
 shape's Chamfer-L1 / normal consistency / F-score at --resolution, and colour PSNR in sRGB of the
 field at points on the source (field), of the extracted mesh's vertex colours (vertex) and of a
-baked --texture texture (texture; 0 skips it), each against the source's own colour there.
+baked --texture texture (texture; 0 skips it), each against the source's own colour there; with
+--charts projection,xatlas the default variant's texture is also laid out with xatlas's own charts
+(its unwrap seconds and PSNR are in the printed rows and the JSON).
 Variants change the colour network (a hash grid of 2^17..2^19 entries per level, the share of
 colour points per step). The table is printed last.
 """
@@ -51,7 +53,8 @@ def variants(field_config) -> dict:
     return out
 
 
-def run(mesh, colors, field_config, train_config, color_net, fraction, resolution, texture_size, device):
+def run(mesh, colors, field_config, train_config, color_net, fraction, resolution, texture_size, device,
+        charts=("projection",)):
     train = train_config if fraction is None else replace(train_config, color_batch_fraction=fraction)
     fitter = FieldFitter(mesh, field_config, train, colors=colors if color_net is not None else None,
                          color_network_config=color_net)
@@ -71,16 +74,18 @@ def run(mesh, colors, field_config, train_config, color_net, fraction, resolutio
     vertex = SurfaceColors.from_vertex_colors(surface.faces, field.colors(surface.vertices))
     fidelity = compare_colors(mesh, colors, surface, vertex, field.colors, samples=SAMPLES)
     row.update(field_psnr=fidelity["field_color_psnr"], vertex_psnr=fidelity["color_psnr"])
-    if texture_size:
+    row["triangles"] = len(surface.faces)
+    for index, method in enumerate(charts if texture_size else ()):
+        suffix = "" if index == 0 else f"_{method}"
         start = time.perf_counter()
-        split, uvs, _ = unwrap(surface, texture_size)
-        row["unwrap_s"] = time.perf_counter() - start
+        split, uvs, _ = unwrap(surface, texture_size, charts=method)
+        row["unwrap_s" + suffix] = time.perf_counter() - start
         start = time.perf_counter()
         texture = bake_texture(field.colors, split, uvs, texture_size, device=field.device)
-        row["bake_s"] = time.perf_counter() - start
+        row["bake_s" + suffix] = time.perf_counter() - start
         baked = SurfaceColors(np.ones((len(split.faces), 3, 3)), uvs[split.faces], np.zeros(len(split.faces)),
                               (texture,))
-        row["texture_psnr"] = compare_colors(mesh, colors, split, baked, samples=SAMPLES)["color_psnr"]
+        row["texture_psnr" + suffix] = compare_colors(mesh, colors, split, baked, samples=SAMPLES)["color_psnr"]
     return row
 
 
@@ -94,6 +99,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--texture", type=int, default=2048)
+    parser.add_argument("--charts", default="projection", help="UV charts of the baked texture, compared in "
+                        "order: projection, xatlas or both (projection,xatlas); the first is the table's")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
@@ -112,7 +119,7 @@ def main(argv=None) -> int:
         color_net, fraction = table[name]
         texture = args.texture if name == "default" else 0
         rows[name] = run(source.mesh, source.colors, field_config, train_config, color_net, fraction,
-                         args.resolution, texture, device)
+                         args.resolution, texture, device, args.charts.split(","))
         print(name, json.dumps(rows[name]), flush=True)
     base = rows["shape-only"]["work_s"]
     print(f"\n{args.mesh} on {describe_device(device)}, {train_config.steps} steps, extraction at {args.resolution}")

@@ -3,7 +3,7 @@ a procedural material (Cycles-baked), each fitted with bpy.ops.neural_field.fit(
 the fit itself (colour PSNR in sRGB of the result's vertex colours and of the field, against the
 source's colours as the add-on read them).
 
-    python scripts/bench_color_blender.py [--steps N] [--resolution R]
+    python scripts/bench_color_blender.py [--steps N] [--resolution R] [--export DIR [--export-only]]
 
 Cases: Suzanne with four materials by height (plain Base Colors), and a UV sphere whose Base Color
 is a Voronoi texture on Generated coordinates (a procedural node tree, baked).
@@ -54,10 +54,29 @@ def procedural(bpy):
     return obj
 
 
+def export(bpy, obj, path):
+    """The object's evaluated triangles and colours, as the add-on sends them to a fit."""
+    import importlib
+
+    import numpy as np
+
+    from neural_field_addon.core.appearance.surface_colors import colors_to_arrays
+
+    mesh_bridge = importlib.import_module("bl_ext.user_default.neural_field_addon.blender.mesh_bridge")
+    notes = []
+    vertices, faces, colors = mesh_bridge.evaluated_triangles(obj, bpy.context.evaluated_depsgraph_get(), notes)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    np.savez(path, vertices=vertices, faces=faces, **colors_to_arrays(colors))
+    print(f"wrote {path}: {len(faces)} triangles{'; ' + '; '.join(notes) if notes else ''}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--export", default=None, help="folder to write each case's source as the add-on "
+                        "reads it (NPZ: vertices, faces, colours), for scripts/bench_color.py --mesh on a GPU")
+    parser.add_argument("--export-only", action="store_true", help="write the sources and fit nothing")
     args = parser.parse_args()
     user_folder = tempfile.mkdtemp(prefix="neural_field_bench_user_")
     os.environ["BLENDER_USER_RESOURCES"] = user_folder  # before bpy is imported
@@ -72,6 +91,10 @@ def main() -> int:
         for name, make in (("multi-material Suzanne (subdivided)", multi_material), ("procedural Voronoi sphere", procedural)):
             bpy.ops.wm.read_homefile(use_empty=True)
             source = make(bpy)
+            if args.export:
+                export(bpy, source, os.path.join(args.export, f"{make.__name__}.npz"))
+            if args.export_only:
+                continue
             settings = bpy.context.scene.neural_field
             settings.steps, settings.resolution, settings.device = args.steps, args.resolution, "AUTO"
             start = time.perf_counter()
@@ -79,6 +102,8 @@ def main() -> int:
             seconds = time.perf_counter() - start
             record = bpy.data.objects[f"{source.name}.field"].neural_field
             rows.append((name, seconds, record.chamfer, record.color_psnr, record.field_color_psnr, record.device))
+        if args.export_only:
+            return 0
         print(f"\n{args.steps} steps, extraction at {args.resolution}")
         print("| case | fit s (wall) | Chamfer | vertex PSNR | field PSNR | device |")
         print("|---|---|---|---|---|---|")

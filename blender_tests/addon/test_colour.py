@@ -168,6 +168,7 @@ def test_a_coloured_fit_comes_back_coloured_with_its_material_and_keeps_it_on_re
     assert np.median(red[:, 0]) > 0.5 > np.median(red[:, 1])
     assert np.median(green[:, 1]) > 2 * np.median(green[:, 0])
     assert field.neural_field.color_psnr > 15.0 and field.neural_field.field_color_psnr > 15.0
+    assert _solid_view_colors() == {"VERTEX", "TEXTURE"}  # "Attribute" in the UI; Texture Paint keeps its own
     name = field.name
     path = str(tmp_path / "coloured.blend")
     bpy.ops.wm.save_as_mainfile(filepath=path)
@@ -175,6 +176,56 @@ def test_a_coloured_fit_comes_back_coloured_with_its_material_and_keeps_it_on_re
     reopened = bpy.data.objects[name]
     assert reopened.data.color_attributes.get(colors_module.COLOR_ATTRIBUTE) is not None
     assert reopened.data.materials[0].name == colors_module.COLOR_MATERIAL
+
+
+def _planar_uvs(obj):
+    """UVs projected along Y onto the object's X-Z extent, so u grows with x."""
+    mesh = obj.data
+    vertices = np.empty(len(mesh.vertices) * 3)
+    mesh.vertices.foreach_get("co", vertices)
+    vertices = vertices.reshape(-1, 3)
+    vertex_of_loop = np.empty(len(mesh.loops), dtype=np.int64)
+    mesh.loops.foreach_get("vertex_index", vertex_of_loop)
+    low, high = vertices.min(axis=0), vertices.max(axis=0)
+    uv = (vertices[:, [0, 2]] - low[[0, 2]]) / (high - low)[[0, 2]]
+    mesh.uv_layers[0].uv.foreach_set("vector", uv[vertex_of_loop].astype(np.float32).reshape(-1))
+
+
+def _painted_suzanne():
+    """Suzanne with a point colour attribute: red where x < 0, blue where x > 0."""
+    bpy.ops.mesh.primitive_monkey_add()
+    obj = bpy.context.active_object
+    x = np.empty(len(obj.data.vertices) * 3)
+    obj.data.vertices.foreach_get("co", x)
+    x = x.reshape(-1, 3)[:, 0]
+    attribute = obj.data.color_attributes.new("Paint", "BYTE_COLOR", "POINT")
+    rgba = np.where((x < 0)[:, None], (1.0, 0.0, 0.0, 1.0), (0.0, 0.0, 1.0, 1.0)).astype(np.float32)
+    attribute.data.foreach_set("color", rgba.reshape(-1))
+    return obj
+
+
+def _textured_left_red_right_blue():
+    obj = _textured_suzanne(_halves_image(), through_uv_node=False)
+    _planar_uvs(obj)
+    return obj
+
+
+@pytest.mark.parametrize("make", [_textured_left_red_right_blue, _painted_suzanne], ids=["image texture", "colour attribute"])
+def test_a_textured_or_painted_suzanne_comes_back_red_on_the_left_and_blue_on_the_right(empty_scene, make):
+    source = make()
+    settings = bpy.context.scene.neural_field
+    settings.steps, settings.resolution, settings.device = STEPS, RESOLUTION, "CPU"
+    assert bpy.ops.neural_field.fit() == {"FINISHED"}
+    field = bpy.data.objects[f"{source.name}.field"]
+    base = field.data.materials[0].node_tree.nodes["Principled BSDF"].inputs["Base Color"]
+    assert base.is_linked and base.links[0].from_node.type == "VERTEX_COLOR"
+    vertices = np.empty(len(field.data.vertices) * 3)
+    field.data.vertices.foreach_get("co", vertices)
+    x, rgb = vertices.reshape(-1, 3)[:, 0], _colors_of(field)
+    left, right = rgb[x < -0.3], rgb[x > 0.3]
+    assert np.median(left[:, 0]) > 0.6 and np.median(left[:, 2]) < 0.2
+    assert np.median(right[:, 2]) > 0.15 and np.median(right[:, 0]) < 0.2
+    assert field.neural_field.color_psnr > 15.0
 
 
 def test_bake_texture_wires_a_packed_image_of_the_field_colour_into_the_material(empty_scene):
@@ -218,6 +269,13 @@ def test_colour_off_fits_the_shape_alone(empty_scene):
     assert bpy.ops.neural_field.fit() == {"FINISHED"}
     field = bpy.data.objects[f"{source.name}.field"]
     assert len(field.data.color_attributes) == 0 and field.neural_field.field_color_psnr == -1.0
+    assert _solid_view_colors() == {"MATERIAL", "TEXTURE"}
+
+
+def _solid_view_colors() -> set:
+    """What the file's 3D views in Solid mode colour by."""
+    return {space.shading.color_type for screen in bpy.data.screens for area in screen.areas
+            for space in area.spaces if space.type == "VIEW_3D" and space.shading.type == "SOLID"}
 
 
 def test_a_procedural_base_color_is_baked_by_blender_and_nothing_of_the_file_changes(empty_scene):

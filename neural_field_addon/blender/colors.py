@@ -210,6 +210,22 @@ def show_colors(mesh, colors: np.ndarray) -> None:
         mesh.materials.append(color_material())
 
 
+def reveal_colors(objects) -> bool:
+    """Let Solid view show the new results' colours: every 3D view in Solid mode that colours by
+    material switches to colouring by attribute (Blender's Viewport Shading > Color). Views with
+    another choice (Texture, Single, ...) are the user's and stay. True if a view switched."""
+    if not any(obj.type == "MESH" and obj.data.color_attributes.get(COLOR_ATTRIBUTE) for obj in objects):
+        return False
+    switched = False
+    for screen in bpy.data.screens:
+        for area in screen.areas:
+            for space in area.spaces:
+                if space.type == "VIEW_3D" and space.shading.type == "SOLID" and space.shading.color_type == "MATERIAL":
+                    space.shading.color_type = "VERTEX"  # labelled "Attribute" in the UI
+                    switched = True
+    return switched
+
+
 def concatenate(parts: list):
     """One SurfaceColors of several meshes' faces in order (None parts: plain default colour);
     None if no part has colour. `parts`: (SurfaceColors or None, face count) pairs."""

@@ -58,6 +58,12 @@ def _field_file(obj) -> str:
     return path
 
 
+def _reveal_colors(operator, objects) -> None:
+    if colors.reveal_colors(objects):
+        operator.report({"INFO"}, "Solid view now colours by attribute, to show the results' colours "
+                                  "(Viewport Shading > Color)")
+
+
 class NEURAL_FIELD_OT_fit(WorkerOperator, bpy.types.Operator):
     """Fit a neural signed-distance field to each selected mesh and add its isosurface as a new object"""
 
@@ -99,6 +105,7 @@ class NEURAL_FIELD_OT_fit(WorkerOperator, bpy.types.Operator):
                          result.get("metrics"))
             created.append(obj)
         select_only(context, created)
+        _reveal_colors(self, created)
         if errors:
             self.report({"WARNING"}, f"Some fits failed: {failure_text(errors, names)}")
         summary = ", ".join(
@@ -151,6 +158,7 @@ class NEURAL_FIELD_OT_fit_shape_space(WorkerOperator, bpy.types.Operator):
             for index, mesh_out in enumerate(result["mesh_out"])
         ]
         select_only(context, created)
+        _reveal_colors(self, created)
         self.report({"INFO"}, f"Fitted a shape space of {len(created)} shapes: {', '.join(names)}")
         return {"FINISHED"}
 
@@ -218,6 +226,7 @@ class NEURAL_FIELD_OT_extract(WorkerOperator, bpy.types.Operator):
         vertex_count = replace_field_mesh(obj, results[0]["mesh_out"])
         obj.neural_field.resolution = self._extract.resolution
         obj.neural_field.level = self._extract.level
+        _reveal_colors(self, [obj])
         self.report({"INFO"}, f"Extracted {obj.name}: {vertex_count} vertices at resolution {self._extract.resolution}")
         return {"FINISHED"}
 
@@ -326,6 +335,7 @@ class NEURAL_FIELD_OT_reconstruct(WorkerOperator, bpy.types.Operator):
                                             bpy.data.objects.get(frame_name), name, result, int(result["shape"]),
                                             self._extract))
         select_only(context, created)
+        _reveal_colors(self, created)
         if errors:
             self.report({"WARNING"}, f"Some reconstructions failed: {failure_text(errors, names)}")
         self.report({"INFO"}, f"Reconstructed {', '.join(obj.name for obj in created)}")

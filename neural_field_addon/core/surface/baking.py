@@ -1,5 +1,6 @@
-"""Baking a colour field into a texture: a UV layout for an extracted mesh (xatlas, a well-kept
-chart and packing library), then every texel's surface point looked up in the field.
+"""Baking a colour field into a texture: a UV layout for an extracted mesh (projection charts
+packed by xatlas, a well-kept chart and packing library), then every texel's surface point looked
+up in the field.
 
 Each triangle's texels (those whose centres fall inside it in UV space) take the colour at their
 point of the triangle; texels outside every chart are then filled from their filled neighbours
@@ -18,36 +19,164 @@ from ..geometry import TriangleMesh
 # Texels of padding between charts, and rings of gutter grown around them.
 CHART_PADDING = 4
 GUTTER = 4
+# Rounds of halving charts that lie over themselves before xatlas's own charts take over.
+MAX_CHART_HALVINGS = 12
+# The plane a chart projected along x, y or z lies in.
+PLANES = np.array([[1, 2], [2, 0], [0, 1]])
 # Candidate texels tested per chunk while rasterising.
 RASTER_CHUNK = 1 << 22
 
 
-def unwrap(mesh: TriangleMesh, size: int) -> tuple[TriangleMesh, np.ndarray, np.ndarray]:
+def unwrap(mesh: TriangleMesh, size: int, charts: str = "projection") -> tuple[TriangleMesh, np.ndarray, np.ndarray]:
     """A UV layout of `mesh` for a size x size texture: the mesh with vertices split along the
-    charts' seams, per-vertex UVs (n', 2) in [0, 1], and each new vertex's original index."""
+    charts' seams, per-vertex UVs (n', 2) in [0, 1], and each new vertex's original index.
+
+    `charts`: "projection" (see `projection_charts`; a chart whose projection lies over itself,
+    such as a spiral ramp's, is halved until none does) or "xatlas" (its own chart growing, slow on
+    large isosurfaces); xatlas packs either."""
+    if charts not in ("projection", "xatlas"):
+        raise ValueError(f"unknown charts {charts!r}: use 'projection' or 'xatlas'")
+    if charts == "xatlas":
+        return _xatlas_charts(mesh, size)
+    chart, axis = projection_charts(mesh)
+    for _ in range(MAX_CHART_HALVINGS):
+        split, uvs, original = _pack_projections(mesh, chart, axis, size)
+        folded = np.unique(chart[_overlapping_faces(split, uvs, size)])
+        if len(folded) == 0:
+            return split, uvs, original
+        chart = _halve(mesh, chart, axis, folded)
+    return _xatlas_charts(mesh, size)
+
+
+def projection_charts(mesh: TriangleMesh) -> tuple[np.ndarray, np.ndarray]:
+    """Charts for an isosurface: each face's chart (m,) and the axis (m,) it is projected along.
+
+    A face belongs to the one of the six axis directions (+-x, +-y, +-z) nearest its normal, and a
+    chart is a set of faces of one direction connected through shared edges. Projected along its
+    axis, a chart never folds (every face keeps the same orientation), so it needs no solver. This
+    is what suits marching-cubes meshes: their normals change at the scale of a voxel, which makes
+    general chart growing (xatlas's own) cut them into thousands of tiny charts, slowly (minutes
+    for a 256^3 surface; docs/BENCHMARKS.md)."""
+    corners = mesh.vertices[mesh.faces]
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    axis = np.abs(normals).argmax(axis=1)
+    direction = 2 * axis + (normals[np.arange(len(normals)), axis] < 0)
+    # Faces that share an edge, through the edges sorted by their two vertex indices.
+    edges = np.sort(np.concatenate([mesh.faces[:, [0, 1]], mesh.faces[:, [1, 2]], mesh.faces[:, [2, 0]]]), axis=1)
+    edge_key = edges[:, 0] * len(mesh.vertices) + edges[:, 1]
+    face_of_edge = np.tile(np.arange(len(mesh.faces)), 3)
+    order = np.argsort(edge_key, kind="stable")
+    shared = edge_key[order][1:] == edge_key[order][:-1]
+    first, second = face_of_edge[order][:-1][shared], face_of_edge[order][1:][shared]
+    joined = direction[first] == direction[second]
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    adjacency = coo_matrix((np.ones(int(joined.sum())), (first[joined], second[joined])),
+                           shape=(len(mesh.faces), len(mesh.faces)))
+    _, island = connected_components(adjacency, directed=False)
+    return island.astype(np.int64), axis.astype(np.int64)
+
+
+def _xatlas():
     try:
         import xatlas
     except ImportError as error:
         raise ValueError("baking a texture needs the xatlas package (pip install xatlas) for the UV "
                          "layout") from error
-    atlas = xatlas.Atlas()
-    atlas.add_mesh(np.ascontiguousarray(mesh.vertices, dtype=np.float32),
-                   np.ascontiguousarray(mesh.faces, dtype=np.uint32))
-    charts = xatlas.ChartOptions()
-    # No extra chart-growing iterations, aligned packing: 9 s instead of 13 s for 192k triangles,
-    # more but equally packed charts (docs/BENCHMARKS.md).
-    charts.max_iterations = 0
+    return xatlas
+
+
+def _pack(atlas, chart_options, size: int) -> tuple[TriangleMesh, np.ndarray, np.ndarray]:
+    """Generate the atlas into one size x size texture: the split faces (over the atlas's own
+    vertices, no positions), UVs and each atlas vertex's index in the mesh that was added."""
+    import xatlas
+
     pack = xatlas.PackOptions()
     pack.resolution = int(size)
     pack.padding = CHART_PADDING
     pack.bilinear = True
     pack.blockAlign = True
-    atlas.generate(chart_options=charts, pack_options=pack)
+    atlas.generate(chart_options=chart_options, pack_options=pack)
     if atlas.atlas_count != 1:
         raise ValueError(f"the UV layout needs {atlas.atlas_count} textures of {size}^2; bake a larger texture")
-    vmapping, faces, uvs = atlas[0]
-    vmapping = vmapping.astype(np.int64)
-    return TriangleMesh(mesh.vertices[vmapping], faces.astype(np.int64)), uvs.astype(np.float32), vmapping
+    mapping, faces, uvs = atlas[0]
+    mapping = mapping.astype(np.int64)
+    return TriangleMesh(np.zeros((len(mapping), 3)), faces.astype(np.int64)), uvs.astype(np.float32), mapping
+
+
+def _xatlas_charts(mesh: TriangleMesh, size: int) -> tuple[TriangleMesh, np.ndarray, np.ndarray]:
+    xatlas = _xatlas()
+    atlas = xatlas.Atlas()
+    atlas.add_mesh(np.ascontiguousarray(mesh.vertices, dtype=np.float32), np.ascontiguousarray(mesh.faces, dtype=np.uint32))
+    options = xatlas.ChartOptions()
+    options.max_iterations = 0  # no extra chart-growing passes: 30% faster, as well packed
+    split, uvs, mapping = _pack(atlas, options, size)
+    return TriangleMesh(mesh.vertices[mapping], split.faces), uvs, mapping
+
+
+def _pack_projections(mesh: TriangleMesh, chart: np.ndarray, axis: np.ndarray, size: int):
+    """The layout of the charts, each projected along its axis, packed by xatlas (which keeps the
+    faces in their order)."""
+    xatlas = _xatlas()
+    # One vertex per (vertex, chart): the charts' seams split the mesh.
+    count = int(chart.max()) + 1
+    keys, corner = np.unique((mesh.faces * count + chart[:, None]).reshape(-1), return_inverse=True)
+    original = keys // count
+    faces = corner.reshape(-1, 3)
+    vertex_axis = np.empty(len(keys), dtype=np.int64)
+    vertex_axis[faces.reshape(-1)] = np.repeat(axis, 3)
+    # Flat on the plane of the other two axes, in object units: uniform texel density up to the
+    # foreshortening of at most sqrt(3) where a normal is farthest from its axis.
+    projected = np.take_along_axis(mesh.vertices[original], PLANES[vertex_axis], axis=1)
+    # Each chart apart from the others on a grid: xatlas joins faces whose corners share a
+    # position and a UV, which would weld a halved chart's two halves back together.
+    vertex_chart = keys % count
+    low = np.full((count, 2), np.inf)
+    np.minimum.at(low, vertex_chart, projected)
+    projected = projected - low[vertex_chart]
+    spacing = 1.5 * float(projected.max()) + 1e-6
+    side = int(np.ceil(np.sqrt(count)))
+    projected = projected + spacing * np.stack([vertex_chart % side, vertex_chart // side], axis=1)
+    atlas = xatlas.Atlas()
+    atlas.add_mesh(np.ascontiguousarray(mesh.vertices[original], dtype=np.float32),
+                   np.ascontiguousarray(faces, dtype=np.uint32), uvs=np.ascontiguousarray(projected, dtype=np.float32))
+    options = xatlas.ChartOptions()
+    options.use_input_mesh_uvs = True
+    split, uvs, mapping = _pack(atlas, options, size)
+    return TriangleMesh(mesh.vertices[original[mapping]], split.faces), uvs, original[mapping]
+
+
+def _overlapping_faces(mesh: TriangleMesh, uvs: np.ndarray, size: int) -> np.ndarray:
+    """Faces that share a texel with a face they do not touch: a chart lying over itself (texel
+    centres on a shared edge or corner are in both neighbours and do not count)."""
+    rows, columns, triangles, _ = rasterize(mesh, uvs, size)
+    texels = (rows * size + columns).cpu().numpy()
+    triangles = triangles.cpu().numpy()
+    order = np.argsort(texels, kind="stable")
+    texels, triangles = texels[order], triangles[order]
+    same = np.flatnonzero(texels[1:] == texels[:-1])
+    first, second = triangles[same], triangles[same + 1]
+    faces = mesh.faces
+    touching = (faces[first][:, :, None] == faces[second][:, None, :]).any(axis=(1, 2))
+    return np.unique(np.concatenate([first[~touching], second[~touching]]))
+
+
+def _halve(mesh: TriangleMesh, chart: np.ndarray, axis: np.ndarray, folded: np.ndarray) -> np.ndarray:
+    """The charts with each of `folded` cut in two across the longer side of its projection."""
+    chart = chart.copy()
+    centroids = mesh.vertices[mesh.faces].mean(axis=1)
+    next_chart = int(chart.max()) + 1
+    for index in folded:
+        members = np.flatnonzero(chart == index)
+        plane = np.take_along_axis(centroids[members], PLANES[axis[members]], axis=1)
+        side = int(np.argmax(plane.max(axis=0) - plane.min(axis=0)))
+        upper = plane[:, side] > np.median(plane[:, side])
+        if upper.all() or not upper.any():  # all at one coordinate: split by order instead
+            upper = np.arange(len(members)) >= len(members) // 2
+        chart[members[upper]] = next_chart
+        next_chart += 1
+    return chart
 
 
 def rasterize(mesh: TriangleMesh, uvs: np.ndarray, size: int, device="cpu"):
