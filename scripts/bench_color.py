@@ -7,7 +7,9 @@ same fit without colour, on a textured asset.
 For each variant it fits the shape (the 'auto' preset of the device) with and without colour,
 then reports: ground truth and training seconds (their sum is the work, as in bench_fit.py), the
 shape's Chamfer-L1 / normal consistency / F-score at --resolution, and colour PSNR in sRGB of the
-field at points on the source (field), of the extracted mesh's vertex colours (vertex) and of a
+field at points on the source (field), of the extracted mesh's vertex colours (vertex: the
+least-squares fit over each face, as extraction writes them; vertex_point_psnr in the JSON: the
+field at the vertices alone) and of a
 baked --texture texture (texture; 0 skips it), each against the source's own colour there; with
 --charts projection,xatlas the default variant's texture is also laid out with xatlas's own charts
 (its unwrap seconds and PSNR are in the printed rows and the JSON).
@@ -31,7 +33,7 @@ from neural_field_addon.core.config import color_config, preset_configs, with_ov
 from neural_field_addon.core.devices import describe_device, resolve_device
 from neural_field_addon.core.fitting.fitter import FieldFitter
 from neural_field_addon.core.io.meshio import load_colored_mesh
-from neural_field_addon.core.surface.baking import bake_texture, unwrap
+from neural_field_addon.core.surface.baking import bake_texture, unwrap, vertex_colors
 from neural_field_addon.core.surface.extraction import extract_isosurface
 from neural_field_addon.core.surface.metrics import compare_colors, compare_meshes
 
@@ -71,9 +73,14 @@ def run(mesh, colors, field_config, train_config, color_net, fraction, resolutio
     if color_net is None:
         return row
     row["color_parameters"] = field.report["color_parameters"]
-    vertex = SurfaceColors.from_vertex_colors(surface.faces, field.colors(surface.vertices))
+    start = time.perf_counter()
+    vertex = SurfaceColors.from_vertex_colors(surface.faces, vertex_colors(field.colors, surface, field.device))
+    row["vertex_colors_s"] = time.perf_counter() - start
     fidelity = compare_colors(mesh, colors, surface, vertex, field.colors, samples=SAMPLES)
     row.update(field_psnr=fidelity["field_color_psnr"], vertex_psnr=fidelity["color_psnr"])
+    # The colour field at the vertices alone, for comparison.
+    at_vertices = SurfaceColors.from_vertex_colors(surface.faces, field.colors(surface.vertices))
+    row["vertex_point_psnr"] = compare_colors(mesh, colors, surface, at_vertices, samples=SAMPLES)["color_psnr"]
     row["triangles"] = len(surface.faces)
     for index, method in enumerate(charts if texture_size else ()):
         suffix = "" if index == 0 else f"_{method}"

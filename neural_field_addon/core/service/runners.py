@@ -265,6 +265,7 @@ def _extract_to_file(field, settings: ExtractSettings, mesh_out: str, events: Ev
     with vertex colours when the field has colour and a baked texture when the settings ask."""
     from ..appearance.surface_colors import SurfaceColors
     from ..io.meshio import MeshAppearance, save_mesh
+    from ..surface.baking import vertex_colors
     from ..surface.extraction import ExtractionReport, extract_isosurface, vertex_normals
 
     if settings.texture and not field.has_color:
@@ -286,12 +287,13 @@ def _extract_to_file(field, settings: ExtractSettings, mesh_out: str, events: Ev
             events.progress({"phase": "bake", "step": 0, "steps": 1})
             surface, uvs, _ = unwrap(surface, settings.texture)
             texture = bake_texture(field.colors, surface, uvs, settings.texture, device=field.device)
-            appearance = MeshAppearance(colors=field.colors(surface.vertices), uvs=uvs, texture=texture)
+            appearance = MeshAppearance(colors=vertex_colors(field.colors, surface, field.device), uvs=uvs,
+                                        texture=texture)
             colors = SurfaceColors(np.ones((len(surface.faces), 3, 3)), uvs[surface.faces],
                                    np.zeros(len(surface.faces)), (texture,))
             color = "texture"
         else:
-            appearance = MeshAppearance(colors=field.colors(surface.vertices))
+            appearance = MeshAppearance(colors=vertex_colors(field.colors, surface, field.device))
             colors = SurfaceColors.from_vertex_colors(surface.faces, appearance.colors)
             color = "vertex"
     normals = vertex_normals(field, surface.vertices) if settings.normals else None
