@@ -176,3 +176,34 @@ def test_a_reconstruction_from_coloured_points_takes_their_colour(colored_space)
     assert coloured.report["color_fitted"] and not plain.report["color_fitted"]
     probe = points[:200]
     assert np.abs(coloured.colors(probe) - RED).mean() < 0.5 * np.abs(plain.colors(probe) - RED).mean()
+
+
+def test_points_without_colours_reconstruct_with_a_warning_and_the_spaces_mean_appearance(colored_space, tmp_path):
+    from neural_field_addon.core.geometry import sample_surface
+    from neural_field_addon.core.io.fieldfile import save_space
+    from neural_field_addon.core.service.runners import run_task
+    from neural_field_addon.core.service.tasks import ExtractSettings, ReconstructTask
+
+    class Warnings:
+        def __init__(self):
+            self.messages = []
+
+        def progress(self, info):
+            pass
+
+        def log(self, message):
+            pass
+
+        def warning(self, message):
+            self.messages.append(message)
+
+    space, meshes, _ = colored_space
+    save_space(tmp_path / "space.nfield", space)
+    points, _ = sample_surface(meshes[1], 1000, np.random.default_rng(0))
+    np.savez(tmp_path / "scan.npz", points=points)
+    events = Warnings()
+    result = run_task(ReconstructTask(space_path=str(tmp_path / "space.nfield"), input=str(tmp_path / "scan.npz"),
+                                      mesh_out=str(tmp_path / "out.ply"), steps=20, device="cpu",
+                                      extract=ExtractSettings(resolution=32)), events)
+    assert any("scan.npz has no colours" in message and "mean appearance" in message for message in events.messages)
+    assert result["faces"] > 0
