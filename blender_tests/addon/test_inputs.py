@@ -98,7 +98,8 @@ def test_a_curve_without_faces_is_named_and_nothing_is_fitted(scene):
     assert curve.name in message and "curve without faces" in message
 
 
-def test_a_single_triangle_is_refused_as_enclosing_no_volume(scene):
+def test_a_single_triangle_is_refused_as_a_solid_enclosing_no_volume(scene):
+    scene.neural_field.surface = "SOLID"
     mesh = bpy.data.meshes.new("Triangle")
     mesh.from_pydata([(0, 0, 0), (1, 0, 0), (0, 1, 0)], [], [(0, 1, 2)])
     obj = bpy.data.objects.new("Triangle", mesh)

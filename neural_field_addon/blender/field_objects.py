@@ -51,6 +51,9 @@ def record_field(obj, source_name: str, field_path: str, report: dict, extracted
     record.resolution = extracted.resolution
     record.level = extracted.level
     record.field_color_psnr = float(report.get("field_color_psnr", -1.0))
+    record.surface = str(report.get("surface", ""))
+    record.surface_reason = str(report.get("surface_reason", ""))
+    record.thickness = float(report.get("thickness", 0.0))
     if metrics:
         record.chamfer = metrics["chamfer_l1"]
         record.normal_consistency = metrics["normal_consistency"]

@@ -32,6 +32,9 @@ class VIEW3D_PT_neural_field(bpy.types.Panel):
         col.prop(settings, "steps")
         col.prop(settings, "device")
         col.prop(settings, "seed")
+        col.prop(settings, "surface")
+        if settings.surface != "SOLID":
+            col.prop(settings, "thickness")
         col.prop(settings, "color")
         col.prop(settings, "evaluate")
         col.operator("neural_field.fit", icon="PLAY")
@@ -89,6 +92,10 @@ class VIEW3D_PT_neural_field(bpy.types.Panel):
                 space.label(text=live.LIVE.message, icon="ERROR")
             space.operator("neural_field.extract", text="Extract Blend", icon="FILE_REFRESH")
             space.operator("neural_field.reconstruct", icon="MOD_SHRINKWRAP")
+        if record.surface == "shell":
+            box.label(text=f"Shell, {record.thickness:.4g} thick", icon="MOD_SOLIDIFY")
+        if record.surface_reason:
+            box.label(text=record.surface_reason.capitalize())
         if record.chamfer >= 0:
             box.label(text=f"Chamfer-L1 {record.chamfer:.2e} of diagonal")
             box.label(text=f"Normal consistency {record.normal_consistency:.3f}, F-score {record.fscore:.3f}")

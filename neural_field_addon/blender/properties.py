@@ -155,6 +155,17 @@ class NeuralFieldSceneSettings(bpy.types.PropertyGroup):
         name="Colour", description="Fit the sources' colours with their shape (image textures, colour "
         "attributes, materials' Base Colors) and show them on the result; sources without colours fit "
         "their shape alone", default=True)
+    surface: EnumProperty(
+        name="Surface", description="How a fit takes the source's surface", default="AUTO",
+        items=[("AUTO", "Auto", "Solid where the mesh encloses a volume decisively, a shell where it is an open "
+                "sheet (measured; the fit's report says which and why)"),
+               ("SOLID", "Solid", "The inside of the mesh (its winding number): closed and nearly closed meshes"),
+               ("SHELL", "Shell", "A closed thin shell of the given thickness around the surface: open sheets, "
+                "cloth, walls, car bodies")])
+    thickness: FloatProperty(
+        name="Thickness", description="A shell's thickness in the object's units (0: 0.5% of the object's "
+        "diagonal); never thinner than the extraction resolution shows", default=0.0, min=0.0,
+        subtype="DISTANCE", precision=4, step=0.1)
     texture_size: IntProperty(
         name="Texture Size", description="Texels a side of the texture Bake Texture makes of a field's colour",
         default=2048, min=64, max=8192)
@@ -206,6 +217,11 @@ class NeuralFieldObjectSettings(bpy.types.PropertyGroup):
                               "against the source's colours (-1: not measured)", default=-1.0, precision=2)
     field_color_psnr: FloatProperty(name="Field Colour PSNR", description="sRGB PSNR (dB) of the colour field "
                                     "at points of the source (-1: no colour)", default=-1.0, precision=2)
+    surface: StringProperty(name="Surface", description="How the fit took the source's surface: solid or "
+                            "shell (empty: fitted before surface modes)", default="")
+    surface_reason: StringProperty(name="Surface Reason", description="Why the fit took it so", default="")
+    thickness: FloatProperty(name="Thickness", description="A shell's thickness in the object's units (0: a "
+                             "solid)", default=0.0, subtype="DISTANCE", precision=4)
     # Shape spaces: every shape's object references the one space file.
     space_shape: IntProperty(name="Shape in Space", description="This object's shape in its shape space "
                              "(-1: a single field)", default=-1, min=-1)
@@ -233,7 +249,9 @@ def fit_task_settings(settings: NeuralFieldSceneSettings, device: str) -> dict:
     the Auto preset the worker picks Fast or Compact for the device it finds, and only steps,
     seed and device come from the panel."""
     field = {"init_seed": settings.seed}
-    train = {"steps": settings.steps, "seed": settings.seed, "device": device}
+    train = {"steps": settings.steps, "seed": settings.seed, "device": device, "surface": settings.surface.lower()}
+    if settings.thickness > 0:
+        train["thickness"] = settings.thickness
     if settings.preset == "AUTO":
         return {"preset": "auto", "field_config": field, "train_config": train}
     for prop in _FIELD_SETTINGS:

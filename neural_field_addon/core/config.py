@@ -5,6 +5,7 @@ Blender's side imports this module."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 FIELD_KINDS = ("sdf", "occupancy")
@@ -14,6 +15,12 @@ ACTIVATIONS = ("softplus", "relu")
 SDF_LOSSES = ("l1", "mape")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
+# How a fit takes the source's surface (TrainConfig.surface).
+SURFACE_MODES = ("auto", "solid", "shell")
+# A shell's default thickness, as a share of the mesh's bounding-box diagonal, and the fewest
+# extraction voxels across it that still show it as a closed shell.
+SHELL_THICKNESS = 0.005
+SHELL_VOXELS = 2.0
 # Extraction: "adaptive", a narrow band around the surface; "dense", every grid sample (the reference).
 EXTRACTION_METHODS = ("adaptive", "dense")
 # Latent grids: 128^3 x 8 float32 numbers are 67 MB per shape, three times that while training.
@@ -113,6 +120,11 @@ class TrainConfig:
     report_every: int = 25
     # With colour: colour points per step, as a share of the batch.
     color_batch_fraction: float = 0.25
+    # 'solid' (the winding number's inside), 'shell' (a closed shell `thickness` thick around the
+    # surface, from the unsigned distance) or 'auto' (geometry/openness.py measures which).
+    surface: str = "auto"
+    # A shell's thickness in object units; None: SHELL_THICKNESS of the mesh's diagonal.
+    thickness: float | None = None
 
     def validate(self) -> "TrainConfig":
         if self.steps < 1:
@@ -133,6 +145,9 @@ class TrainConfig:
             raise ValueError(f"color_batch_fraction must lie in (0, 4], got {self.color_batch_fraction}")
         _check_choice("device", self.device, DEVICES)
         _check_choice("sdf_loss", self.sdf_loss, SDF_LOSSES)
+        _check_choice("surface", self.surface, SURFACE_MODES)
+        if self.thickness is not None and not (math.isfinite(self.thickness) and self.thickness > 0):
+            raise ValueError(f"thickness must be a positive distance, got {self.thickness}")
         _check_choice("precision", self.precision, PRECISIONS)
         return self
 

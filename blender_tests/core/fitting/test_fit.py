@@ -8,6 +8,7 @@ read them. No bpy.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -194,14 +195,15 @@ def test_run_reports_progress_up_to_the_last_step(sphere_mesh):
     assert all(np.isfinite(r["loss"]) for r in train)
 
 
-def test_a_sheet_without_inside_is_refused_before_training():
-    # One triangle and an open square: neither encloses a volume, so no field has a surface.
+def test_a_sheet_without_inside_is_refused_as_a_solid_before_training():
+    # One triangle and an open square: neither encloses a volume, so no solid has a surface.
     triangle = TriangleMesh(np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], float), np.array([[0, 1, 2]]))
     square = TriangleMesh(np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], float),
                           np.array([[0, 1, 2], [0, 2, 3]]))
+    field_config, train_config = tiny_configs()
     for sheet in (triangle, square):
-        with pytest.raises(ValueError, match="encloses no volume"):
-            fit_field(sheet, *tiny_configs())
+        with pytest.raises(ValueError, match="encloses no volume.*shell"):
+            fit_field(sheet, field_config, replace(train_config, surface="solid"))
 
 
 def _predictions(field, seed=12):

@@ -24,13 +24,22 @@ import torch
 
 from ..appearance.colorspace import linear_to_srgb
 from ..appearance.surface_colors import DeviceColors, SurfaceColors, barycentric_of
-from ..config import COLOR_POOL_FRACTION, FieldConfig, TrainConfig, check_compatible, color_config
+from ..config import (
+    COLOR_POOL_FRACTION,
+    SHELL_THICKNESS,
+    SHELL_VOXELS,
+    FieldConfig,
+    TrainConfig,
+    check_compatible,
+    color_config,
+)
 from ..devices import describe_device, flush_denormals, resolve_device
 from ..fields.color import color_network
 from ..fields.field import NeuralField
 from ..fields.networks import FieldNetwork, parameter_count
 from ..geometry import DeviceSampler, FieldTransform, MeshQuery, TriangleMesh
 from ..geometry.bvh import morton_order_tensor
+from ..geometry.openness import analyse_surface
 from .objectives import SDF_LOSSES, eikonal, occupancy_bce, srgb_mse
 
 # Colour samples off the surface: Gaussian offsets at these scales (field units), so colour is
@@ -55,10 +64,13 @@ class FieldFitter:
         initial_state: dict | None = None,
         colors: SurfaceColors | None = None,
         color_network_config: FieldConfig | None = None,
+        resolution: int | None = None,
     ):
         """`initial_state`: network weights to start from (e.g. a meta-learned initialisation)
         instead of the seeded initialisation. `colors`: the source's surface colours, fitted by a
-        colour network beside the shape (of `color_network_config`, else config.color_config's)."""
+        colour network beside the shape (of `color_network_config`, else config.color_config's).
+        `resolution`: the extraction resolution to come, under which a shell is never thinner than
+        SHELL_VOXELS voxels."""
         self.field_config = (field_config or FieldConfig()).validate()
         self.train_config = (train_config or TrainConfig()).validate()
         check_compatible(self.field_config, self.train_config)
@@ -84,6 +96,9 @@ class FieldFitter:
             self.color_config = (color_network_config or color_config(self.field_config)).validate()
             self.color_network = color_network(self.color_config).to(self.device)
             self._device_colors = DeviceColors(self.colors, self.device)
+        self.resolution = resolution
+        self.surface_report: dict = {}
+        self.half_thickness = None  # a shell's half thickness in field units, once the pool is built
         self.autocast = autocast_dtype(self.field_config, self.train_config, self.device)
         cuda_hash_grid = self.device == "cuda" and self.field_config.encoding == "hashgrid"
         # Sorted batches help the hash-grid kernel's memory access; elsewhere order is moot.
@@ -114,9 +129,10 @@ class FieldFitter:
         """Sample the training pool and compute its exact signed distances."""
         start = time.perf_counter()
         query = MeshQuery(self.field_mesh, device=self.device)
+        self._choose_surface(query)
         self._pool_points, self._pool_sdf = sample_pool(
             self.field_mesh, self.field_config.kind, self.train_config, self.sample_low, self.sample_high, self.device,
-            query=query)
+            query=query, half_thickness=self.half_thickness)
         if self.colors is not None:
             count = max(self.color_batch, int(self.train_config.pool_size * COLOR_POOL_FRACTION))
             self._color_points, self._color_targets = sample_color_pool(
@@ -124,6 +140,33 @@ class FieldFitter:
         if self._graph is not None:  # it reads the old pool: capture again from new steps
             self._graph, self._graph_pending = None, True
         self.timings["groundtruth_seconds"] = time.perf_counter() - start
+
+    def _choose_surface(self, query: MeshQuery) -> None:
+        """Solid or shell (measured, for 'auto'), and a shell's thickness in object units: the
+        asked one, else SHELL_THICKNESS of the diagonal; at least SHELL_VOXELS voxels of the
+        extraction resolution, and thinner than the mesh's box."""
+        cfg = self.train_config
+        if cfg.surface == "auto":
+            self.surface_report = analyse_surface(self.field_mesh, query, seed=cfg.seed).as_report()
+        else:
+            self.surface_report = {"surface": cfg.surface, "surface_reason": f"asked for ({cfg.surface})"}
+        if self.surface_report["surface"] != "shell":
+            return
+        thickness = cfg.thickness if cfg.thickness is not None else SHELL_THICKNESS * self.source.diagonal
+        low, high = self.source.bounds
+        largest = float((high - low).max())
+        if thickness >= largest:
+            raise ValueError(f"a shell {thickness:g} thick is as thick as the mesh's box is wide ({largest:g} at its "
+                             "widest): give a thickness below that")
+        if self.resolution:
+            voxel = float((self.box_high - self.box_low).max()) / self.resolution / self.transform.scale
+            if thickness < SHELL_VOXELS * voxel:
+                self.surface_report["thickness_note"] = (
+                    f"the shell is {SHELL_VOXELS * voxel:.3g} thick, not {thickness:.3g}: thinner, extraction at "
+                    f"{self.resolution} could not show it as a closed shell")
+                thickness = SHELL_VOXELS * voxel
+        self.surface_report["thickness"] = thickness
+        self.half_thickness = 0.5 * thickness * self.transform.scale
 
     def learning_rate(self, step: int) -> float:
         """Cosine decay from lr to lr * lr_final_fraction over the configured steps."""
@@ -273,6 +316,7 @@ class FieldFitter:
             "precision": str(self.autocast or torch.float32).replace("torch.", ""),
             "parameters": parameter_count(self.network),
             **({} if self.color_network is None else {"color_parameters": parameter_count(self.color_network)}),
+            **self.surface_report,
             **self.timings,
         }
 
@@ -315,30 +359,39 @@ def sample_color_pool(field_mesh: TriangleMesh, colors: DeviceColors, count: int
 
 
 def sample_pool(field_mesh: TriangleMesh, kind: str, cfg: TrainConfig, sample_low, sample_high, device: str,
-                seed: int | None = None, query: MeshQuery | None = None):
+                seed: int | None = None, query: MeshQuery | None = None, half_thickness: float | None = None):
     """A training pool for a mesh in field space: points (pool_size, 3) near the surface at
     cfg.near_scales and uniform in the sample box, in Morton order, with exact signed distances
-    (from `query` where the caller keeps one for the mesh, so its BVH is built once)."""
+    (from `query` where the caller keeps one for the mesh, so its BVH is built once).
+
+    With `half_thickness` (field units) the distances are those of a shell around the surface:
+    the unsigned distance less the half thickness, exact for the offset surface (a Minkowski sum
+    with a ball), negative inside the shell; a share of the near points lies within the shell's
+    own scale, on both sides of the sheet."""
     sampler = DeviceSampler(field_mesh, device, cfg.seed if seed is None else seed)
+    scales = cfg.near_scales if half_thickness is None else (half_thickness, *cfg.near_scales)
     fraction = cfg.pool_uniform_fraction
     if fraction is None:
         fraction = 0.5 if kind == "occupancy" else 0.2
     uniform_count = int(round(cfg.pool_size * fraction))
     points = torch.cat(
         [
-            sampler.near_surface(cfg.pool_size - uniform_count, cfg.near_scales),
+            sampler.near_surface(cfg.pool_size - uniform_count, scales),
             sampler.uniform_box(sample_low, sample_high, uniform_count),
         ]
     )
     # Pool in Morton order: a sorted batch index then reads points that are near in space.
     points = points[morton_order_tensor(points, sample_low, sample_high)].contiguous()
-    sdf = (query or MeshQuery(field_mesh, device=device)).signed_distance_tensor(points)
+    query = query or MeshQuery(field_mesh, device=device)
+    if half_thickness is not None:
+        return points, query.distance_tensor(points) - half_thickness
+    sdf = query.signed_distance_tensor(points)
     if not bool((sdf < 0).any()):
         # A sheet (one triangle, a plane) has no inside, so its field has no zero level: refuse
         # now rather than train a field whose surface is noise.
         raise ValueError(f"the mesh encloses no volume: none of {len(points):,} sample points is inside it "
-                         "(a single triangle, a plane or another open sheet has no inside; give it thickness, "
-                         "e.g. with a Solidify modifier)")
+                         "(a single triangle, a plane or another open sheet has no inside; fit it as a shell, "
+                         "surface 'shell' or 'auto', or give it thickness with a Solidify modifier)")
     return points, sdf
 
 
@@ -405,7 +458,9 @@ def fit_field(
     should_stop: Callable[[], bool] | None = None,
     initial_state: dict | None = None,
     colors: SurfaceColors | None = None,
+    resolution: int | None = None,
 ) -> NeuralField:
-    """Fit a field (with `colors`, a coloured one) to a mesh in its own (object) coordinates."""
-    return FieldFitter(mesh, field_config, train_config, initial_state=initial_state, colors=colors).run(
-        on_progress, should_stop)
+    """Fit a field (with `colors`, a coloured one) to a mesh in its own (object) coordinates;
+    `resolution`: the extraction resolution to come (FieldFitter)."""
+    return FieldFitter(mesh, field_config, train_config, initial_state=initial_state, colors=colors,
+                       resolution=resolution).run(on_progress, should_stop)

@@ -95,6 +95,11 @@ class ShapeSpaceFitter(FieldFitter):
         self.field_config = field_config
         self.train_config = (train_config or TrainConfig()).validate()
         check_compatible(self.field_config, self.train_config)
+        if self.train_config.surface == "shell":
+            # Every shape of a space is a solid ('auto' means solid here): its codes blend
+            # inside-outside fields, which a shell's thin band would not interpolate.
+            raise ValueError("a shape space fits solids only: fit open sheets one at a time with surface 'shell'")
+        self.surface_report = {"surface": "solid", "surface_reason": "a shape space fits solids"}
         self.device = resolve_device(self.train_config.device)
         flush_denormals()
         self.sources = list(meshes)

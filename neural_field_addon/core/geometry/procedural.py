@@ -1,5 +1,6 @@
 """Procedural meshes and exact signed distances: spheres, a hemisphere (open), a torus,
-superquadrics, a chair of boxes, and any implicit shape by marching cubes. For tests, benchmarks
+superquadrics, a chair of boxes, open sheets (a windowed box without a floor, a flat square), and
+any implicit shape by marching cubes. For tests, benchmarks
 and scripts that need shapes without files.
 
 Meshes are (vertices (n, 3) float64, faces (m, 3) int64) tuples, ready for `TriangleMesh` or a
@@ -110,6 +111,44 @@ def torus(major: float = 1.0, minor: float = 0.35, major_segments: int = 64, min
         ]
     )
     return vertices.reshape(-1, 3), faces.astype(np.int64)
+
+
+def open_box(cells: int = 16, window: float = 0.5):
+    """An open sheet like a car body: the sides and top of the cube [-1, 1]^3, no floor, and a
+    window of `window` x half the height cut into the +x and +y sides. Faces are not welded across
+    the cube's edges (each side is its own grid), as a modelled sheet often is not."""
+    grid = np.linspace(-1.0, 1.0, cells + 1)
+    u, v = np.meshgrid(grid, grid, indexing="ij")
+    centre_u = (u[:-1, :-1] + u[1:, 1:]) / 2.0
+    centre_v = (v[:-1, :-1] + v[1:, 1:]) / 2.0
+    in_window = (np.abs(centre_u) < window / 2.0) & (centre_v > 0.0) & (centre_v < 0.5)
+    sides = (
+        (lambda a, b: (a, b, np.ones_like(a)), False),  # top
+        (lambda a, b: (a, np.ones_like(a), b), True),  # +y, with a window
+        (lambda a, b: (a, -np.ones_like(a), b), False),
+        (lambda a, b: (np.ones_like(a), a, b), True),  # +x, with a window
+        (lambda a, b: (-np.ones_like(a), a, b), False),
+    )
+    vertices, faces = [], []
+    index = np.arange((cells + 1) ** 2).reshape(cells + 1, cells + 1)
+    for place, windowed in sides:
+        base = sum(len(part) for part in vertices)
+        vertices.append(np.stack(place(u, v), axis=-1).reshape(-1, 3))
+        a, b, c, d = index[:-1, :-1], index[1:, :-1], index[1:, 1:], index[:-1, 1:]
+        keep = ~in_window if windowed else np.ones_like(in_window)
+        quads = np.stack([a[keep], b[keep], c[keep], d[keep]], axis=-1) + base
+        faces.append(np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]]))
+    return np.concatenate(vertices).astype(np.float64), np.concatenate(faces).astype(np.int64)
+
+
+def flat_sheet(cells: int = 8):
+    """A flat square sheet, all z = 0: it encloses no volume."""
+    grid = np.linspace(-1.0, 1.0, cells + 1)
+    u, v = np.meshgrid(grid, grid, indexing="ij")
+    vertices = np.stack([u, v, np.zeros_like(u)], axis=-1).reshape(-1, 3)
+    index = np.arange((cells + 1) ** 2).reshape(cells + 1, cells + 1)
+    quads = np.stack([index[:-1, :-1], index[1:, :-1], index[1:, 1:], index[:-1, 1:]], axis=-1).reshape(-1, 4)
+    return vertices, np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]]).astype(np.int64)
 
 
 def implicit_mesh(inside, low, high, resolution: int = 64):

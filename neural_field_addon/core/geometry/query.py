@@ -194,16 +194,20 @@ class MeshQuery:
             values = bvh_torch.winding_number(tree, self._device_points(points), beta)
         return values.double().cpu().numpy()
 
-    def signed_distance(self, points: np.ndarray) -> np.ndarray:
-        """Exact distance, negative where the winding number exceeds 0.5 (inside)."""
+    def distance_and_winding(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact distance and winding number; on the CPU in one walk of the BVH (the kernel the
+        ground truth compiles anyway)."""
         if self.backend == "bvh":
             from . import bvh_cpu
 
             points = _as_points(points)
             distance, winding = bvh_cpu.distance_and_winding(self.bvh, self._local(points), self.beta)
-            winding = self._refine(points, winding)
-        else:
-            distance, winding = self.distance(points), self.winding_number(points)
+            return distance, self._refine(points, winding)
+        return self.distance(points), self.winding_number(points)
+
+    def signed_distance(self, points: np.ndarray) -> np.ndarray:
+        """Exact distance, negative where the winding number exceeds 0.5 (inside)."""
+        distance, winding = self.distance_and_winding(points)
         return np.where(winding > INSIDE_WINDING, -distance, distance)
 
     def signed_distance_tensor(self, points):
@@ -242,6 +246,21 @@ class MeshQuery:
                 refined = bvh_torch.winding_number(tree, subset, 3.0 * self.beta)
             winding[doubtful] = refined.to(winding.dtype)
         return torch.where(winding > INSIDE_WINDING, -distance, distance).float()
+
+    def distance_tensor(self, points):
+        """Unsigned distance of a float tensor of points (q, 3), as float32 on the points' device
+        (no winding number: a shell's ground truth needs no sign)."""
+        import torch
+
+        if self.backend not in ("triton", "bvh-torch") or points.device != torch.device(self.device):
+            values = self.distance(points.detach().double().cpu().numpy())
+            return torch.as_tensor(values, dtype=torch.float32, device=points.device)
+        from . import bvh_torch
+
+        tree = self.device_bvh
+        local = points.to(tree.dtype) - torch.as_tensor(self._origin, dtype=tree.dtype, device=points.device)
+        distance = tree.closest_points(local)[0] if self.backend == "triton" else bvh_torch.closest_points(tree, local)[0]
+        return distance.float()
 
     def occupancy(self, points: np.ndarray) -> np.ndarray:
         return self.winding_number(points) > INSIDE_WINDING

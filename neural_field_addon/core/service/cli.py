@@ -22,6 +22,7 @@ from ..config import (
     PRECISIONS,
     PRESET_NAMES,
     SDF_LOSSES,
+    SURFACE_MODES,
 )
 from .tasks import (
     EVAL_SAMPLES,
@@ -61,9 +62,14 @@ _FIELD_FLAGS = (
     ("--eikonal-weight", "train", "eikonal_weight", float, "weight of the eikonal term (0: off)"),
     ("--clamp", "train", "clamp", float, "distance clamp of the losses (field units)"),
     ("--precision", "train", "precision", str, "auto, fp32 or bf16 (CUDA)"),
+    ("--surface", "train", "surface", str, "auto (measured: solid where the mesh encloses a volume decisively, "
+     "shell where it is an open sheet), solid (the winding number's inside) or shell (a closed shell around the "
+     "surface; shape spaces fit solids only)"),
+    ("--thickness", "train", "thickness", float, "a shell's thickness in object units (default 0.5%% of the "
+     "diagonal, and at least 2 voxels of the extraction)"),
 )
 _CHOICES = {"kind": FIELD_KINDS, "encoding": ENCODINGS, "activation": ACTIVATIONS, "sdf_loss": SDF_LOSSES,
-            "precision": PRECISIONS}
+            "precision": PRECISIONS, "surface": SURFACE_MODES}
 
 
 def _add_fit_options(parser: argparse.ArgumentParser) -> None:

@@ -58,7 +58,9 @@ def run_fit(task: FitTask, events: Events) -> dict:
     mesh, colors = _source(task.mesh, task.color, events)
     what = " with its colours" if colors is not None else ""
     events.log(f"fitting {task.mesh}{what}: {len(mesh.vertices)} vertices, {len(mesh.faces)} triangles")
-    field = fit_field(mesh, field_config, train_config, on_progress=events.progress, colors=colors)
+    field = fit_field(mesh, field_config, train_config, on_progress=events.progress, colors=colors,
+                      resolution=task.extract.resolution if task.extract is not None else None)
+    _report_surface(field.report, events)
     if colors is not None:
         field.report.update(compare_colors(mesh, colors, field_colors=field.colors, samples=FIT_EVALUATION_SAMPLES))
         field.report["color"] = True
@@ -81,6 +83,17 @@ def run_fit(task: FitTask, events: Events) -> dict:
                                                         samples=FIT_EVALUATION_SAMPLES))
             result["evaluate_seconds"] = time.perf_counter() - start
     return result
+
+
+def _report_surface(report: dict, events: Events) -> None:
+    """Say how the fit took the surface: a shell (with its thickness, and why not thinner) is news,
+    a solid chosen by measurement is logged."""
+    if report.get("surface") == "shell":
+        events.warning(f"fitted as a shell {report['thickness']:.4g} thick: {report['surface_reason']}")
+    elif "surface" in report:
+        events.log(f"fitted as a solid: {report['surface_reason']}")
+    if "thickness_note" in report:
+        events.warning(report["thickness_note"])
 
 
 def _source(path: str, color: bool | None, events: Events):

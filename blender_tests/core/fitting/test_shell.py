@@ -1,0 +1,104 @@
+"""Open sheets fitted as shells: a closed thin shell around the source surface from its unsigned
+distance, in 'shell' mode and in 'auto' for meshes that enclose no volume decisively."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from checks import edge_face_counts
+from neural_field_addon.core.config import preset_configs, with_overrides
+from neural_field_addon.core.fitting.fitter import fit_field
+from neural_field_addon.core.geometry import TriangleMesh
+from neural_field_addon.core.geometry.procedural import flat_sheet, icosphere, open_box
+from neural_field_addon.core.surface.extraction import extract_isosurface
+from neural_field_addon.core.surface.metrics import compare_meshes
+
+RESOLUTION = 64
+THICKNESS = 0.12  # object units: 3.5% of the box's diagonal, 3.6 voxels at 64
+
+
+def _configs(steps: int = 300):
+    field_config, train_config = preset_configs("compact", "cpu")
+    return field_config, with_overrides(train_config, {"steps": steps, "device": "cpu", "pool_size": 1 << 16})
+
+
+@pytest.fixture(scope="module")
+def car():
+    mesh = TriangleMesh(*open_box(cells=12))
+    field_config, train_config = _configs()
+    field = fit_field(mesh, field_config, replace(train_config, thickness=THICKNESS), resolution=RESOLUTION)
+    return mesh, field, extract_isosurface(field, RESOLUTION)
+
+
+def test_auto_takes_an_open_body_as_a_shell_and_reports_why(car):
+    _, field, _ = car
+    assert field.report["surface"] == "shell" and "open sheet" in field.report["surface_reason"]
+    assert field.report["thickness"] == pytest.approx(THICKNESS)
+
+
+def test_the_shell_is_closed_and_manifold(car):
+    _, _, surface = car
+    assert np.all(edge_face_counts(surface.faces) == 2)
+
+
+def test_the_shell_lies_half_its_thickness_from_the_sheet(car):
+    mesh, _, surface = car
+    metrics = compare_meshes(mesh, surface, samples=20000)
+    half = THICKNESS / 2 / metrics["diagonal"]
+    # Both layers of the shell lie half a thickness off the sheet (as a fraction of the diagonal).
+    assert abs(metrics["chamfer_l1"] - half) < 1e-3  # measured: 1.723e-2 against 1.732e-2
+
+
+def test_the_windows_stay_open(car):
+    _, field, _ = car
+    # The middle of each window: in the plane of its side, a window's half-width from any sheet.
+    windows = np.array([[0.0, 1.0, 0.25], [1.0, 0.0, 0.25]])
+    assert np.all(field.signed_distance(windows) > 0.0)
+    # The sheet itself is inside the shell.
+    assert np.all(field.signed_distance(np.array([[0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])) < 0.0)
+
+
+def test_a_flat_sheet_becomes_a_slab():
+    field_config, train_config = _configs(steps=150)
+    field = fit_field(TriangleMesh(*flat_sheet()), field_config, replace(train_config, thickness=0.1), resolution=48)
+    assert field.report["surface"] == "shell" and "flat" in field.report["surface_reason"]
+    surface = extract_isosurface(field, 48)
+    assert len(surface.faces) and np.all(edge_face_counts(surface.faces) == 2)
+    z = surface.vertices[:, 2]
+    assert z.max() > 0.02 and z.min() < -0.02  # both faces of the slab, around z = 0
+
+
+def test_a_closed_mesh_in_auto_mode_is_the_solid_it_always_was():
+    mesh = TriangleMesh(*icosphere(1.0, 2))
+    field_config, train_config = _configs(steps=5)
+    auto = fit_field(mesh, field_config, train_config)
+    solid = fit_field(mesh, field_config, replace(train_config, surface="solid"))
+    assert auto.report["surface"] == "solid" and "encloses a volume" in auto.report["surface_reason"]
+    points = np.random.default_rng(0).uniform(-1.2, 1.2, (500, 3))
+    assert np.array_equal(auto.signed_distance(points), solid.signed_distance(points))
+
+
+def test_a_shell_thicker_than_the_box_is_refused():
+    field_config, train_config = _configs(steps=5)
+    with pytest.raises(ValueError, match="as thick as the mesh's box"):
+        fit_field(TriangleMesh(*open_box(cells=4)), field_config, replace(train_config, thickness=2.5))
+
+
+def test_a_shell_thinner_than_the_extraction_shows_is_thickened_with_a_note():
+    field_config, train_config = _configs(steps=5)
+    field = fit_field(TriangleMesh(*open_box(cells=4)), field_config, replace(train_config, thickness=1e-4),
+                      resolution=32)
+    assert field.report["thickness"] > 1e-4 and "thinner" in field.report["thickness_note"]
+
+
+def test_a_shape_space_refuses_shells():
+    from neural_field_addon.core.config import space_configs
+    from neural_field_addon.core.fitting.space_fitter import fit_shape_space
+
+    field_config, train_config = space_configs("cpu")
+    with pytest.raises(ValueError, match="shape space fits solids only"):
+        fit_shape_space([TriangleMesh(*icosphere(1.0, 1)), TriangleMesh(*open_box(cells=4))], field_config,
+                        replace(train_config, surface="shell", steps=2, device="cpu"))
