@@ -102,3 +102,30 @@ def test_a_shape_space_refuses_shells():
     with pytest.raises(ValueError, match="shape space fits solids only"):
         fit_shape_space([TriangleMesh(*icosphere(1.0, 1)), TriangleMesh(*open_box(cells=4))], field_config,
                         replace(train_config, surface="shell", steps=2, device="cpu"))
+
+
+def test_extracting_a_shell_coarser_than_its_thickness_says_what_resolution_it_needs(car, tmp_path):
+    from neural_field_addon.core.io.fieldfile import save_field
+    from neural_field_addon.core.service.runners import run_task
+    from neural_field_addon.core.service.tasks import ExtractTask
+
+    class Warnings:
+        def __init__(self):
+            self.messages = []
+
+        def progress(self, info):
+            pass
+
+        def log(self, message):
+            pass
+
+        def warning(self, message):
+            self.messages.append(message)
+
+    _, field, _ = car
+    save_field(tmp_path / "car.nfield", field)
+    for resolution, warned in ((16, True), (RESOLUTION, False)):
+        events = Warnings()
+        run_task(ExtractTask(field_path=str(tmp_path / "car.nfield"), mesh_out=str(tmp_path / f"car{resolution}.ply"),
+                             resolution=resolution, device="cpu"), events)
+        assert any("extract at" in message and "holes" in message for message in events.messages) == warned

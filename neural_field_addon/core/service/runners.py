@@ -85,6 +85,20 @@ def run_fit(task: FitTask, events: Events) -> dict:
     return result
 
 
+def _warn_thin_shell(field, resolution: int, events: Events) -> None:
+    """A shell thinner than SHELL_VOXELS voxels of this extraction may come out with holes."""
+    from ..config import SHELL_VOXELS
+
+    report = getattr(field, "report", None) or {}
+    if report.get("surface") != "shell" or not hasattr(field, "box_low"):
+        return
+    extent = float((np.asarray(field.box_high) - np.asarray(field.box_low)).max()) / field.transform.scale
+    needed = int(np.ceil(SHELL_VOXELS * extent / float(report["thickness"])))
+    if resolution < needed:
+        events.warning(f"the shell is {report['thickness']:.3g} thick, finer than extraction at {resolution} shows: "
+                       f"it may come out with holes; extract at {needed} or more")
+
+
 def _report_surface(report: dict, events: Events) -> None:
     """Say how the fit took the surface: a shell (with its thickness, and why not thinner) is news,
     a solid chosen by measurement is logged."""
@@ -283,6 +297,7 @@ def _extract_to_file(field, settings: ExtractSettings, mesh_out: str, events: Ev
 
     if settings.texture and not field.has_color:
         raise ValueError("the field has no colour to bake into a texture: fit it with colour (--color)")
+    _warn_thin_shell(field, settings.resolution, events)
 
     def on_progress(fraction):
         events.progress({"phase": "extract", "step": round(100 * fraction), "steps": 100})
