@@ -78,3 +78,19 @@ def suzanne():
     mesh = bpy.context.active_object.data
     mesh.calc_loop_triangles()
     return np.array([v.co[:] for v in mesh.vertices]), np.array([t.vertices[:] for t in mesh.loop_triangles])
+
+
+class RecordedEvents:
+    """The events a runner sends (core/service/runners.Events), kept: its warnings in `warnings`."""
+
+    def __init__(self):
+        self.warnings = []
+
+    def progress(self, info) -> None:
+        pass
+
+    def log(self, message) -> None:
+        pass
+
+    def warning(self, message) -> None:
+        self.warnings.append(message)

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from checks import REPO_ROOT
+from checks import REPO_ROOT, RecordedEvents
 from neural_field_addon.core.appearance.surface_colors import SurfaceColors
 from neural_field_addon.core.config import preset_configs, with_overrides
 from neural_field_addon.core.fitting.fitter import fit_field
@@ -184,26 +184,13 @@ def test_points_without_colours_reconstruct_with_a_warning_and_the_spaces_mean_a
     from neural_field_addon.core.service.runners import run_task
     from neural_field_addon.core.service.tasks import ExtractSettings, ReconstructTask
 
-    class Warnings:
-        def __init__(self):
-            self.messages = []
-
-        def progress(self, info):
-            pass
-
-        def log(self, message):
-            pass
-
-        def warning(self, message):
-            self.messages.append(message)
-
     space, meshes, _ = colored_space
     save_space(tmp_path / "space.nfield", space)
     points, _ = sample_surface(meshes[1], 1000, np.random.default_rng(0))
     np.savez(tmp_path / "scan.npz", points=points)
-    events = Warnings()
+    events = RecordedEvents()
     result = run_task(ReconstructTask(space_path=str(tmp_path / "space.nfield"), input=str(tmp_path / "scan.npz"),
                                       mesh_out=str(tmp_path / "out.ply"), steps=20, device="cpu",
                                       extract=ExtractSettings(resolution=32)), events)
-    assert any("scan.npz has no colours" in message and "mean appearance" in message for message in events.messages)
+    assert any("scan.npz has no colours" in message and "mean appearance" in message for message in events.warnings)
     assert result["faces"] > 0

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from checks import edge_face_counts
+from checks import RecordedEvents, edge_face_counts
 from neural_field_addon.core.config import preset_configs, with_overrides
 from neural_field_addon.core.fitting.fitter import fit_field
 from neural_field_addon.core.geometry import TriangleMesh
@@ -109,23 +109,10 @@ def test_extracting_a_shell_coarser_than_its_thickness_says_what_resolution_it_n
     from neural_field_addon.core.service.runners import run_task
     from neural_field_addon.core.service.tasks import ExtractTask
 
-    class Warnings:
-        def __init__(self):
-            self.messages = []
-
-        def progress(self, info):
-            pass
-
-        def log(self, message):
-            pass
-
-        def warning(self, message):
-            self.messages.append(message)
-
     _, field, _ = car
     save_field(tmp_path / "car.nfield", field)
     for resolution, warned in ((16, True), (RESOLUTION, False)):
-        events = Warnings()
+        events = RecordedEvents()
         run_task(ExtractTask(field_path=str(tmp_path / "car.nfield"), mesh_out=str(tmp_path / f"car{resolution}.ply"),
                              resolution=resolution, device="cpu"), events)
-        assert any("extract at" in message and "holes" in message for message in events.messages) == warned
+        assert any("extract at" in message and "holes" in message for message in events.warnings) == warned
