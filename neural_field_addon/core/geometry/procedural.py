@@ -1,5 +1,5 @@
 """Procedural meshes and exact signed distances: spheres, a hemisphere (open), a torus,
-superquadrics, a chair of boxes, open sheets (a windowed box without a floor, a flat square), and
+superquadrics, a chair of boxes, open sheets (a windowed box without a floor, a flat square, a cloth, a wall with a door), and
 any implicit shape by marching cubes. For tests, benchmarks
 and scripts that need shapes without files.
 
@@ -149,6 +149,24 @@ def flat_sheet(cells: int = 8):
     index = np.arange((cells + 1) ** 2).reshape(cells + 1, cells + 1)
     quads = np.stack([index[:-1, :-1], index[1:, :-1], index[1:, 1:], index[:-1, 1:]], axis=-1).reshape(-1, 4)
     return vertices, np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]]).astype(np.int64)
+
+
+def cloth(cells: int = 48, amplitude: float = 0.15):
+    """A draped cloth: the square [-1, 1]^2 displaced in z by a few smooth folds; open all round."""
+    vertices, faces = flat_sheet(cells)
+    x, y = vertices[:, 0], vertices[:, 1]
+    vertices[:, 2] = amplitude * (np.sin(2.5 * x + 0.5) * np.cos(1.5 * y) + 0.5 * np.sin(4.0 * y - x))
+    return vertices, faces
+
+
+def wall_with_door(cells: int = 32, door=(0.4, 1.2)):
+    """A single-sided wall, the square [-1, 1]^2 in the x-z plane (y = 0), with a door of `door`
+    (width, height) cut in from its bottom edge."""
+    vertices, faces = flat_sheet(cells)
+    centres = vertices[faces].mean(axis=1)
+    keep = ~((np.abs(centres[:, 0]) < door[0] / 2) & (centres[:, 1] < -1.0 + door[1]))
+    vertices = vertices[:, [0, 2, 1]]  # x, 0, z
+    return vertices, faces[keep][:, [0, 2, 1]]
 
 
 def implicit_mesh(inside, low, high, resolution: int = 64):
