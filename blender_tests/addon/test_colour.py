@@ -56,6 +56,16 @@ def test_a_colour_attribute_is_read_in_linear_rgb(empty_scene, domain, kind):
     assert np.allclose(_corner_colors(colors).reshape(-1, 3), expected, atol=1e-5)
 
 
+def _fitted(source, steps: int = STEPS, resolution: int = RESOLUTION, **settings):
+    """The field object Fit Neural Field makes of `source` on the CPU, with these panel settings."""
+    panel = bpy.context.scene.neural_field
+    panel.steps, panel.resolution, panel.device = steps, resolution, "CPU"
+    for name, value in settings.items():
+        setattr(panel, name, value)
+    assert bpy.ops.neural_field.fit() == {"FINISHED"}
+    return bpy.data.objects[f"{source.name}.field"]
+
+
 def _material(name, color):
     material = bpy.data.materials.new(name)
     material.use_nodes = True
@@ -146,10 +156,7 @@ def test_a_missing_image_is_named_in_a_note_and_its_colour_skipped(empty_scene):
 
 def test_a_coloured_fit_comes_back_coloured_with_its_material_and_keeps_it_on_reopen(empty_scene, tmp_path):
     source = _two_material_cube()
-    settings = bpy.context.scene.neural_field
-    settings.steps, settings.resolution, settings.device = STEPS, RESOLUTION, "CPU"
-    assert bpy.ops.neural_field.fit() == {"FINISHED"}
-    field = bpy.data.objects[f"{source.name}.field"]
+    field = _fitted(source)
     colors_module = _module("colors")
     attribute = field.data.color_attributes.get(colors_module.COLOR_ATTRIBUTE)
     assert attribute is not None and attribute.domain == "POINT"
@@ -213,10 +220,7 @@ def _textured_left_red_right_blue():
 @pytest.mark.parametrize("make", [_textured_left_red_right_blue, _painted_suzanne], ids=["image texture", "colour attribute"])
 def test_a_textured_or_painted_suzanne_comes_back_red_on_the_left_and_blue_on_the_right(empty_scene, make):
     source = make()
-    settings = bpy.context.scene.neural_field
-    settings.steps, settings.resolution, settings.device = STEPS, RESOLUTION, "CPU"
-    assert bpy.ops.neural_field.fit() == {"FINISHED"}
-    field = bpy.data.objects[f"{source.name}.field"]
+    field = _fitted(source)
     base = field.data.materials[0].node_tree.nodes["Principled BSDF"].inputs["Base Color"]
     assert base.is_linked and base.links[0].from_node.type == "VERTEX_COLOR"
     vertices = np.empty(len(field.data.vertices) * 3)
@@ -236,10 +240,7 @@ def test_bake_texture_wires_a_packed_image_of_the_field_colour_into_the_material
     from neural_field_addon.core.appearance.surface_colors import sample_bilinear
 
     source = _two_material_cube()
-    settings = bpy.context.scene.neural_field
-    settings.steps, settings.resolution, settings.device, settings.texture_size = 100, 32, "CPU", 256
-    assert bpy.ops.neural_field.fit() == {"FINISHED"}
-    field = bpy.data.objects[f"{source.name}.field"]
+    field = _fitted(source, steps=100, resolution=32, texture_size=256)
     vertex_colors = _colors_of(field)
     bpy.context.view_layer.objects.active = field
     assert bpy.ops.neural_field.bake_texture() == {"FINISHED"}
@@ -264,10 +265,7 @@ def test_bake_texture_wires_a_packed_image_of_the_field_colour_into_the_material
 
 def test_colour_off_fits_the_shape_alone(empty_scene):
     source = _two_material_cube()
-    settings = bpy.context.scene.neural_field
-    settings.steps, settings.resolution, settings.device, settings.color = 50, 32, "CPU", False
-    assert bpy.ops.neural_field.fit() == {"FINISHED"}
-    field = bpy.data.objects[f"{source.name}.field"]
+    field = _fitted(source, steps=50, resolution=32, color=False)
     assert len(field.data.color_attributes) == 0 and field.neural_field.field_color_psnr == -1.0
     assert _solid_view_colors() == {"MATERIAL", "TEXTURE"}
 

@@ -21,6 +21,12 @@ SURFACE_MODES = ("auto", "solid", "shell")
 # extraction voxels across it that still show it as a closed shell.
 SHELL_THICKNESS = 0.005
 SHELL_VOXELS = 2.0
+
+
+def thinnest_shell(box_extent: float, resolution: int) -> float:
+    """The thinnest shell an extraction at `resolution` of a box `box_extent` wide (its widest side,
+    object units) still shows closed: SHELL_VOXELS voxels."""
+    return SHELL_VOXELS * box_extent / resolution
 # Extraction: "adaptive", a narrow band around the surface; "dense", every grid sample (the reference).
 EXTRACTION_METHODS = ("adaptive", "dense")
 # Latent grids: 128^3 x 8 float32 numbers are 67 MB per shape, three times that while training.

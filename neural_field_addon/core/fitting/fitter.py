@@ -27,11 +27,11 @@ from ..appearance.surface_colors import DeviceColors, SurfaceColors, barycentric
 from ..config import (
     COLOR_POOL_FRACTION,
     SHELL_THICKNESS,
-    SHELL_VOXELS,
     FieldConfig,
     TrainConfig,
     check_compatible,
     color_config,
+    thinnest_shell,
 )
 from ..devices import describe_device, flush_denormals, resolve_device
 from ..fields.color import color_network
@@ -69,8 +69,8 @@ class FieldFitter:
         """`initial_state`: network weights to start from (e.g. a meta-learned initialisation)
         instead of the seeded initialisation. `colors`: the source's surface colours, fitted by a
         colour network beside the shape (of `color_network_config`, else config.color_config's).
-        `resolution`: the extraction resolution to come, under which a shell is never thinner than
-        SHELL_VOXELS voxels."""
+        `resolution`: the extraction resolution to come, whose `thinnest_shell` a shell is never
+        thinner than."""
         self.field_config = (field_config or FieldConfig()).validate()
         self.train_config = (train_config or TrainConfig()).validate()
         check_compatible(self.field_config, self.train_config)
@@ -143,8 +143,8 @@ class FieldFitter:
 
     def _choose_surface(self, query: MeshQuery) -> None:
         """Solid or shell (measured, for 'auto'), and a shell's thickness in object units: the
-        asked one, else SHELL_THICKNESS of the diagonal; at least SHELL_VOXELS voxels of the
-        extraction resolution, and thinner than the mesh's box."""
+        asked one, else SHELL_THICKNESS of the diagonal; at least the extraction resolution's
+        `thinnest_shell`, and thinner than the mesh's box."""
         cfg = self.train_config
         if cfg.surface == "auto":
             self.surface_report = analyse_surface(self.field_mesh, query, seed=cfg.seed).as_report()
@@ -159,12 +159,12 @@ class FieldFitter:
             raise ValueError(f"a shell {thickness:g} thick is as thick as the mesh's box is wide ({largest:g} at its "
                              "widest): give a thickness below that")
         if self.resolution:
-            voxel = float((self.box_high - self.box_low).max()) / self.resolution / self.transform.scale
-            if thickness < SHELL_VOXELS * voxel:
+            least = thinnest_shell(float((self.box_high - self.box_low).max()) / self.transform.scale, self.resolution)
+            if thickness < least:
                 self.surface_report["thickness_note"] = (
-                    f"the shell is {SHELL_VOXELS * voxel:.3g} thick, not {thickness:.3g}: thinner, extraction at "
+                    f"the shell is {least:.3g} thick, not {thickness:.3g}: thinner, extraction at "
                     f"{self.resolution} could not show it as a closed shell")
-                thickness = SHELL_VOXELS * voxel
+                thickness = least
         self.surface_report["thickness"] = thickness
         self.half_thickness = 0.5 * thickness * self.transform.scale
 

@@ -59,6 +59,11 @@ class TriangleMesh:
         """Corner positions, (m, 3, 3)."""
         return self.vertices[self.faces]
 
+    def edges(self) -> np.ndarray:
+        """Every face's three edges as sorted vertex pairs (3m, 2): row i is an edge of face i % m."""
+        faces = self.faces
+        return np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+
     def face_areas_and_normals(self) -> tuple[np.ndarray, np.ndarray]:
         """Areas (m,) and unit normals (m, 3); degenerate faces get area 0 and normal 0."""
         tri = self.triangles()

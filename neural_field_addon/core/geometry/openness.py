@@ -79,8 +79,7 @@ def _thinnest_extent(vertices: np.ndarray) -> float:
 
 def _boundary_length(mesh: TriangleMesh) -> float:
     """Total length of the edges that belong to one face only."""
-    edges = np.sort(np.concatenate([mesh.faces[:, [0, 1]], mesh.faces[:, [1, 2]], mesh.faces[:, [2, 0]]]), axis=1)
-    unique, counts = np.unique(edges, axis=0, return_counts=True)
+    unique, counts = np.unique(mesh.edges(), axis=0, return_counts=True)
     lonely = unique[counts == 1]
     return float(np.linalg.norm(mesh.vertices[lonely[:, 0]] - mesh.vertices[lonely[:, 1]], axis=1).sum())
 

@@ -86,16 +86,18 @@ def run_fit(task: FitTask, events: Events) -> dict:
 
 
 def _warn_thin_shell(field, resolution: int, events: Events) -> None:
-    """A shell thinner than SHELL_VOXELS voxels of this extraction may come out with holes."""
-    from ..config import SHELL_VOXELS
+    """A shell thinner than this extraction's `thinnest_shell` may come out with holes."""
+    from ..config import thinnest_shell
 
     report = getattr(field, "report", None) or {}
-    if report.get("surface") != "shell" or not hasattr(field, "box_low"):
+    if report.get("surface") != "shell":
         return
-    extent = float((np.asarray(field.box_high) - np.asarray(field.box_low)).max()) / field.transform.scale
-    needed = int(np.ceil(SHELL_VOXELS * extent / float(report["thickness"])))
-    if resolution < needed:
-        events.warning(f"the shell is {report['thickness']:.3g} thick, finer than extraction at {resolution} shows: "
+    thickness = float(report["thickness"])
+    least = thinnest_shell(float((np.asarray(field.box_high) - np.asarray(field.box_low)).max()) / field.transform.scale,
+                           resolution)
+    if thickness < least:
+        needed = int(np.ceil(resolution * least / thickness))  # where the thinnest shell shrinks to this one
+        events.warning(f"the shell is {thickness:.3g} thick, finer than extraction at {resolution} shows: "
                        f"it may come out with holes; extract at {needed} or more")
 
 

@@ -42,8 +42,8 @@ def unwrap(mesh: TriangleMesh, size: int, charts: str = "projection") -> tuple[T
     charts' seams, per-vertex UVs (n', 2) in [0, 1], and each new vertex's original index.
 
     `charts`: "projection" (see `projection_charts`; a chart whose projection lies over itself,
-    such as a spiral ramp's, is cut between its overlapping faces until none does) or "xatlas" (its own chart growing, slow on
-    large isosurfaces); xatlas packs either."""
+    such as a spiral ramp's, is cut between its overlapping faces until none does) or "xatlas"
+    (its own chart growing, slow on large isosurfaces); xatlas packs either."""
     if charts not in ("projection", "xatlas"):
         raise ValueError(f"unknown charts {charts!r}: use 'projection' or 'xatlas'")
     if charts == "xatlas":
@@ -56,15 +56,15 @@ def unwrap(mesh: TriangleMesh, size: int, charts: str = "projection") -> tuple[T
         uvs, canvas = _texel_space(split, projected, size)
         folds = _overlapping_pairs(split, uvs, canvas, checked)
         if len(folds) == 0:
-            packed, uvs, mapping = _pack_layout(split, projected, size)
-            return TriangleMesh(mesh.vertices[original[mapping]], packed.faces), uvs, original[mapping]
+            faces, uvs, mapping = _pack_layout(split, projected, size)
+            return TriangleMesh(mesh.vertices[original[mapping]], faces), uvs, original[mapping]
         chart, checked = _split_folds(chart, first, second, folds)
     return _xatlas_charts(mesh, size)
 
 
 def face_adjacency(mesh: TriangleMesh) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of faces (k,), (k,) that share an edge."""
-    edges = np.sort(np.concatenate([mesh.faces[:, [0, 1]], mesh.faces[:, [1, 2]], mesh.faces[:, [2, 0]]]), axis=1)
+    edges = mesh.edges()
     edge_key = edges[:, 0] * len(mesh.vertices) + edges[:, 1]
     face_of_edge = np.tile(np.arange(len(mesh.faces)), 3)
     order = np.argsort(edge_key, kind="stable")
@@ -82,8 +82,7 @@ def projection_charts(mesh: TriangleMesh, adjacency=None) -> tuple[np.ndarray, n
     is what suits marching-cubes meshes: their normals change at the scale of a voxel, which makes
     general chart growing (xatlas's own) cut them into thousands of tiny charts, slowly (minutes
     for a 256^3 surface; docs/BENCHMARKS.md)."""
-    corners = mesh.vertices[mesh.faces]
-    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    _, normals = mesh.face_areas_and_normals()  # unit normals; 0 for degenerate faces
     axis = np.abs(normals).argmax(axis=1)
     direction = 2 * axis + (normals[np.arange(len(normals)), axis] < 0)
     first, second = face_adjacency(mesh) if adjacency is None else adjacency
@@ -99,14 +98,13 @@ def projection_charts(mesh: TriangleMesh, adjacency=None) -> tuple[np.ndarray, n
     island = components(direction)
     # Faces of small islands (where normals hover between two directions) join a large
     # neighbouring island whose direction is still within 60 degrees of their normal: fewer,
-    # larger charts, the same bound on foreshortening (2x), and no fold (same orientation).
-    unit = normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-30)
+    # larger charts, foreshortened at most 2x, and no fold (the same orientation).
     directions = np.concatenate([np.eye(3), -np.eye(3)])[[0, 3, 1, 4, 2, 5]]  # +x -x +y -y +z -z
     for _ in range(SMALL_CHART_ROUNDS):
         size = np.bincount(island)[island]
         for a, b in ((first, second), (second, first)):
             candidate = (size[a] < SMALL_CHART_FACES) & (size[b] >= SMALL_CHART_FACES)
-            candidate &= np.einsum("ij,ij->i", unit[a], directions[direction[b]]) >= 0.5
+            candidate &= np.einsum("ij,ij->i", normals[a], directions[direction[b]]) >= 0.5
             direction[a[candidate]] = direction[b[candidate]]
             island[a[candidate]] = island[b[candidate]]
             size[a[candidate]] = SMALL_CHART_FACES
@@ -123,9 +121,9 @@ def _xatlas():
     return xatlas
 
 
-def _pack(atlas, chart_options, size: int) -> tuple[TriangleMesh, np.ndarray, np.ndarray]:
-    """Generate the atlas into one size x size texture: the split faces (over the atlas's own
-    vertices, no positions), UVs and each atlas vertex's index in the mesh that was added."""
+def _pack(atlas, chart_options, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Generate the atlas into one size x size texture: the split faces (m, 3) over the atlas's
+    vertices, their UVs and each atlas vertex's index in the mesh that was added."""
     import xatlas
 
     pack = xatlas.PackOptions()
@@ -137,8 +135,7 @@ def _pack(atlas, chart_options, size: int) -> tuple[TriangleMesh, np.ndarray, np
     if atlas.atlas_count != 1:
         raise ValueError(f"the UV layout needs {atlas.atlas_count} textures of {size}^2; bake a larger texture")
     mapping, faces, uvs = atlas[0]
-    mapping = mapping.astype(np.int64)
-    return TriangleMesh(np.zeros((len(mapping), 3)), faces.astype(np.int64)), uvs.astype(np.float32), mapping
+    return faces.astype(np.int64), uvs.astype(np.float32), mapping.astype(np.int64)
 
 
 def _xatlas_charts(mesh: TriangleMesh, size: int) -> tuple[TriangleMesh, np.ndarray, np.ndarray]:
@@ -147,8 +144,8 @@ def _xatlas_charts(mesh: TriangleMesh, size: int) -> tuple[TriangleMesh, np.ndar
     atlas.add_mesh(np.ascontiguousarray(mesh.vertices, dtype=np.float32), np.ascontiguousarray(mesh.faces, dtype=np.uint32))
     options = xatlas.ChartOptions()
     options.max_iterations = 0  # no extra chart-growing passes: 30% faster, as well packed
-    split, uvs, mapping = _pack(atlas, options, size)
-    return TriangleMesh(mesh.vertices[mapping], split.faces), uvs, mapping
+    faces, uvs, mapping = _pack(atlas, options, size)
+    return TriangleMesh(mesh.vertices[mapping], faces), uvs, mapping
 
 
 def _chart_layout(mesh: TriangleMesh, chart: np.ndarray, axis: np.ndarray):
@@ -172,14 +169,8 @@ def _chart_layout(mesh: TriangleMesh, chart: np.ndarray, axis: np.ndarray):
     projected = projected - low[vertex_chart]
     # Each chart scaled to keep its surface's area, so a tilted chart gets the texels its surface
     # needs rather than those of its smaller shadow.
-    face_chart = chart
-    corners = mesh.vertices[mesh.faces]
-    surface_area = np.bincount(face_chart, weights=0.5 * np.linalg.norm(
-        np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1), minlength=count)
-    flat = projected[faces]
-    edges = flat[:, 1:] - flat[:, :1]
-    shadow_area = np.bincount(face_chart, weights=0.5 * np.abs(
-        edges[:, 0, 0] * edges[:, 1, 1] - edges[:, 0, 1] * edges[:, 1, 0]), minlength=count)
+    surface_area = np.bincount(chart, weights=mesh.face_areas_and_normals()[0], minlength=count)
+    shadow_area = np.bincount(chart, weights=_flat_areas(projected[faces]), minlength=count)
     projected = projected * np.sqrt(surface_area / np.maximum(shadow_area, 1e-30))[vertex_chart, None]
     spacing = 1.5 * float(projected.max()) + 1e-6
     side = int(np.ceil(np.sqrt(count)))
@@ -190,17 +181,20 @@ def _chart_layout(mesh: TriangleMesh, chart: np.ndarray, axis: np.ndarray):
 def _texel_space(mesh: TriangleMesh, projected: np.ndarray, size: int) -> tuple[np.ndarray, int]:
     """The unpacked layout as UVs of a canvas of texels at least as fine as the packed texture's
     will be (its charts' area filling the texture at most), and that canvas's size."""
-    corners = projected[mesh.faces]
-    edges = corners[:, 1:] - corners[:, :1]
-    area = 0.5 * np.abs(edges[:, 0, 0] * edges[:, 1, 1] - edges[:, 0, 1] * edges[:, 1, 0]).sum()
-    texel = np.sqrt(area) / size
+    texel = np.sqrt(_flat_areas(projected[mesh.faces]).sum()) / size
     canvas = int(np.ceil(projected.max() / texel)) + 1
     return projected / (texel * canvas), canvas
 
 
+def _flat_areas(corners: np.ndarray) -> np.ndarray:
+    """Areas (m,) of triangles in the plane, corners (m, 3, 2)."""
+    edges = corners[:, 1:] - corners[:, :1]
+    return 0.5 * np.abs(edges[:, 0, 0] * edges[:, 1, 1] - edges[:, 0, 1] * edges[:, 1, 0])
+
+
 def _pack_layout(mesh: TriangleMesh, projected: np.ndarray, size: int):
     """The charts of the layout packed by xatlas into one texture (faces kept in their order):
-    the packed faces, UVs and each packed vertex's index in `mesh`."""
+    the packed faces, their UVs and each packed vertex's index in `mesh`."""
     xatlas = _xatlas()
     atlas = xatlas.Atlas()
     atlas.add_mesh(np.ascontiguousarray(mesh.vertices, dtype=np.float32), np.ascontiguousarray(mesh.faces, dtype=np.uint32),
