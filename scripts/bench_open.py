@@ -37,10 +37,10 @@ CASES = {
 }
 
 
-def closed_manifold(faces: np.ndarray) -> bool:
-    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
-    _, counts = np.unique(edges, axis=0, return_counts=True)
-    return bool(len(faces)) and bool(np.all(counts == 2))
+def closed_manifold(mesh: TriangleMesh) -> bool:
+    """Every edge shared by exactly two faces."""
+    _, counts = np.unique(mesh.edges(), axis=0, return_counts=True)
+    return bool(len(mesh.faces)) and bool(np.all(counts == 2))
 
 
 def main() -> int:
@@ -70,7 +70,7 @@ def main() -> int:
             "triangles": len(mesh.faces), "mode": field.report["surface"], "reason": field.report["surface_reason"],
             "thickness": field.report.get("thickness", 0.0), "work_s": fitter.timings["groundtruth_seconds"]
             + fitter.timings["train_seconds"], "extract_s": extract_s, "chamfer": metrics["chamfer_l1"],
-            "half_thickness": half, "chamfer_target": half + 2e-4, "closed_manifold": closed_manifold(surface.faces),
+            "half_thickness": half, "chamfer_target": half + 2e-4, "closed_manifold": closed_manifold(surface),
             "openings_open": bool(np.all(field.signed_distance(openings) > 0)) if len(openings) else None,
             "fscore": metrics["fscore"], "hausdorff": metrics["hausdorff"],
         }
