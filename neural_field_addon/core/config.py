@@ -21,6 +21,12 @@ SURFACE_MODES = ("auto", "solid", "shell")
 # extraction voxels across it that still show it as a closed shell.
 SHELL_THICKNESS = 0.005
 SHELL_VOXELS = 2.0
+# A shell's side network (fields/sides.py) sees this share of a step's batch, from a pool of points
+# within a few extraction voxels of the sheet (SIDE_SCALES of a voxel); the extraction resolution
+# assumed when a fit is not told one.
+SIDE_BATCH_FRACTION = 0.25
+SIDE_SCALES = (0.5, 1.0, 2.0)
+DEFAULT_RESOLUTION = 256
 
 
 def thinnest_shell(box_extent: float, resolution: int) -> float:
@@ -253,6 +259,18 @@ def color_config(shape: FieldConfig) -> FieldConfig:
                        activation="relu", **common).validate()
     return FieldConfig(encoding="fourier", fourier_features=128, fourier_sigma=4.0, width=128, depth=2,
                        activation="relu", **common).validate()
+
+
+def side_config(shape: FieldConfig) -> FieldConfig:
+    """The side network's architecture for a shell field of config `shape` (fields/sides.py): a
+    distance signed by the side of the sheet, whose zero must be as sharp as the shape's finest
+    detail, so a hash grid keeps the shape's levels (a smaller table) and a Fourier network
+    higher frequencies than a Compact shape's."""
+    common = dict(kind="sdf", skip_layer=0, latent_dim=0, latent_grid=0, init_seed=shape.init_seed + 2)
+    if shape.encoding == "hashgrid":
+        return replace(shape, hash_log2_size=max(8, min(shape.hash_log2_size - 2, 17)), width=64, depth=2,
+                       activation="relu", **common).validate()
+    return replace(shape, **common).validate()
 
 
 def conditioning_width(config: FieldConfig) -> int:

@@ -27,10 +27,17 @@ class NeuralField:
     # The colour network and its config (None: a shape without colour).
     color_network: torch.nn.Module | None = None
     color_config: FieldConfig | None = None
+    # A shell's side network and its config (fields/sides.py; None: no sheet to extract).
+    side_network: torch.nn.Module | None = None
+    side_config: FieldConfig | None = None
 
     @property
     def has_color(self) -> bool:
         return self.color_network is not None
+
+    @property
+    def has_sides(self) -> bool:
+        return self.side_network is not None
 
     @property
     def kind(self) -> str:
@@ -49,6 +56,18 @@ class NeuralField:
         out = torch.empty(len(points), dtype=torch.float32, device=points.device)
         for start in range(0, len(points), chunk):
             out[start : start + chunk] = self.network.field_value(points[start : start + chunk]).float()
+        return out
+
+    @torch.no_grad()
+    def side_field_space(self, points: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:
+        """The side network's signed distances (q,) at field-space points: positive in front of the sheet."""
+        if self.side_network is None:
+            raise ValueError("this field has no sheet sides: fit it as a shell (surface 'shell' or 'auto')")
+        flush_denormals()
+        self.side_network.eval()
+        out = torch.empty(len(points), dtype=torch.float32, device=points.device)
+        for start in range(0, len(points), chunk):
+            out[start : start + chunk] = self.side_network(points[start : start + chunk]).float()
         return out
 
     def signed_distance(self, points_object: np.ndarray) -> np.ndarray:

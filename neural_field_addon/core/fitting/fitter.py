@@ -5,6 +5,10 @@ scales plus uniform points in the padded box) with exact signed distances (occup
 their sign); each step draws a random batch from the pool. The loss is read back to the host
 only every `report_every` steps, so the GPU is not stalled by a synchronisation per step.
 
+A shell (an open sheet thickened) also fits a side network (fields/sides.py) in the same steps: a
+third pool of points within a few voxels of the sheet, each with its offset along the normal of
+the (consistently oriented) source sheet, so the sheet itself can be extracted later (surface/sheet.py).
+
 With colours (appearance.surface_colors), a colour network (fields/color.py) is fitted in the same
 steps: a second pool of points on and near the surface, each with the colour of its closest
 source point, and a batch of them per step scored in sRGB, where the colour PSNR is measured.
@@ -26,20 +30,26 @@ from ..appearance.colorspace import linear_to_srgb
 from ..appearance.surface_colors import DeviceColors, SurfaceColors, barycentric_of
 from ..config import (
     COLOR_POOL_FRACTION,
+    DEFAULT_RESOLUTION,
     SHELL_THICKNESS,
+    SIDE_BATCH_FRACTION,
+    SIDE_SCALES,
     FieldConfig,
     TrainConfig,
     check_compatible,
     color_config,
+    side_config,
     thinnest_shell,
 )
 from ..devices import describe_device, flush_denormals, resolve_device
 from ..fields.color import color_network
 from ..fields.field import NeuralField
 from ..fields.networks import FieldNetwork, parameter_count
+from ..fields.sides import side_network
 from ..geometry import DeviceSampler, FieldTransform, MeshQuery, TriangleMesh
 from ..geometry.bvh import morton_order_tensor
 from ..geometry.openness import analyse_surface
+from ..geometry.sides import normal_offsets, orient_faces
 from .objectives import SDF_LOSSES, eikonal, occupancy_bce, srgb_mse
 
 # Colour samples off the surface: Gaussian offsets at these scales (field units), so colour is
@@ -97,6 +107,7 @@ class FieldFitter:
             self.color_network = color_network(self.color_config).to(self.device)
             self._device_colors = DeviceColors(self.colors, self.device)
         self.resolution = resolution
+        self.side_config = self.side_network = None  # a shell's, made once the pool shows it is one
         self.surface_report: dict = {}
         self.half_thickness = None  # a shell's half thickness in field units, once the pool is built
         self.autocast = autocast_dtype(self.field_config, self.train_config, self.device)
@@ -108,9 +119,12 @@ class FieldFitter:
         # double backward stays eager.)
         self._graph_pending = self.device == "cuda" and self.train_config.eikonal_weight == 0 and use_cuda_graph
         self._graph = None
-        networks = [self.network] if self.color_network is None else [self.network, self.color_network]
-        self.optimizer = _optimizer(networks, self.train_config.lr, self.device, self._graph_pending)
+        self._make_optimizer()
         self._start_stepping()
+
+    def _make_optimizer(self) -> None:
+        networks = [n for n in (self.network, self.color_network, self.side_network) if n is not None]
+        self.optimizer = _optimizer(networks, self.train_config.lr, self.device, self._graph_pending)
 
     def _start_stepping(self) -> None:
         """Step count, timings, an empty pool, the loss accumulator and the batch generator."""
@@ -121,6 +135,8 @@ class FieldFitter:
         self._pool_sdf = None
         self._color_points = None
         self._color_targets = None
+        self._side_points = None
+        self._side_signed = None
         self._loss_sum = torch.zeros((), device=self.device)
         self._loss_terms = 0
         self._generator = torch.Generator(device=self.device).manual_seed(self.train_config.seed)
@@ -133,6 +149,8 @@ class FieldFitter:
         self._pool_points, self._pool_sdf = sample_pool(
             self.field_mesh, self.field_config.kind, self.train_config, self.sample_low, self.sample_high, self.device,
             query=query, half_thickness=self.half_thickness)
+        if self.half_thickness is not None:
+            self._build_side_pool(query)
         if self.colors is not None:
             count = max(self.color_batch, int(self.train_config.pool_size * COLOR_POOL_FRACTION))
             self._color_points, self._color_targets = sample_color_pool(
@@ -140,6 +158,27 @@ class FieldFitter:
         if self._graph is not None:  # it reads the old pool: capture again from new steps
             self._graph, self._graph_pending = None, True
         self.timings["groundtruth_seconds"] = time.perf_counter() - start
+
+    def _build_side_pool(self, query: MeshQuery) -> None:
+        """The side network (made now, so the optimizer is made again before any step) and its pool:
+        points within SIDE_SCALES voxels of the sheet at the extraction resolution, with their
+        offsets along the normal of the consistently oriented source (geometry/sides.py)."""
+        if self.side_network is None:
+            self.side_config = side_config(self.field_config)
+            self.side_network = side_network(self.side_config).to(self.device)
+            self._make_optimizer()
+        oriented, seams = orient_faces(self.field_mesh)
+        if seams:
+            self.surface_report["sheet_seam_edges"] = seams
+        voxel = float((self.box_high - self.box_low).max()) / ((self.resolution or DEFAULT_RESOLUTION) - 1)
+        count = max(self.side_batch, self.train_config.pool_size // 4)
+        sampler = DeviceSampler(oriented, self.device, self.train_config.seed + 2)
+        points = sampler.near_surface(count, tuple(scale * voxel for scale in SIDE_SCALES))
+        _, closest, face = query.closest_points(points.double().cpu().numpy())
+        offsets = normal_offsets(oriented, points.double().cpu().numpy(), closest, face)
+        order = morton_order_tensor(points, points.min(dim=0).values, points.max(dim=0).values)
+        self._side_points = points[order].contiguous()
+        self._side_signed = torch.as_tensor(offsets, dtype=torch.float32, device=self.device)[order].contiguous()
 
     def _choose_surface(self, query: MeshQuery) -> None:
         """Solid or shell (measured, for 'auto'), and a shell's thickness in object units: the
@@ -196,14 +235,21 @@ class FieldFitter:
         """Colour points per step (0 without colour)."""
         return 0 if self.colors is None else max(1, int(self.train_config.batch * self.train_config.color_batch_fraction))
 
+    @property
+    def side_batch(self) -> int:
+        """Side points per step (0 but for a shell)."""
+        return 0 if self.half_thickness is None else max(1, int(self.train_config.batch * SIDE_BATCH_FRACTION))
+
     def _eager_step(self, index: torch.Tensor) -> None:
         """One step on a batch index (the shape pool's, then the colour pool's when there is colour)."""
-        batch = self.train_config.batch
-        shape_index, color_index = index[:batch], index[batch:]
-        colors = None
+        batch, color_end = self.train_config.batch, self.train_config.batch + self.color_batch
+        shape_index, color_index, side_index = index[:batch], index[batch:color_end], index[color_end:]
+        colors = sides = None
         if self.colors is not None:
             colors = (self._color_points[color_index], self._color_targets[color_index])
-        losses = self.losses(self._pool_points[shape_index], self._pool_sdf[shape_index], colors)
+        if self.side_network is not None:
+            sides = (self._side_points[side_index], self._side_signed[side_index])
+        losses = self.losses(self._pool_points[shape_index], self._pool_sdf[shape_index], colors, sides)
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         self.optimizer.step()
@@ -211,11 +257,14 @@ class FieldFitter:
 
     def _batch_index(self) -> torch.Tensor:
         """A uniform random batch of pool indices (with replacement), followed by one of the
-        colour pool's when there is colour (one tensor, the CUDA graph's one static input)."""
-        index = self._draw(len(self._pool_points), self.train_config.batch)
-        if self.colors is None:
-            return index
-        return torch.cat([index, self._draw(len(self._color_points), self.color_batch)])
+        colour pool's when there is colour and one of the side pool's for a shell (one tensor, the
+        CUDA graph's one static input)."""
+        index = [self._draw(len(self._pool_points), self.train_config.batch)]
+        if self.colors is not None:
+            index.append(self._draw(len(self._color_points), self.color_batch))
+        if self.side_network is not None:
+            index.append(self._draw(len(self._side_points), self.side_batch))
+        return index[0] if len(index) == 1 else torch.cat(index)
 
     def _draw(self, pool: int, count: int) -> torch.Tensor:
         """`count` uniform indices into a pool of `pool`. Sorted draws come from the order
@@ -235,9 +284,9 @@ class FieldFitter:
             else:
                 group["lr"] = scaled
 
-    def losses(self, points: torch.Tensor, target_sdf: torch.Tensor, colors=None) -> dict:
+    def losses(self, points: torch.Tensor, target_sdf: torch.Tensor, colors=None, sides=None) -> dict:
         """Named loss terms of a batch; 'total' is minimised. `colors`: colour points and their
-        target sRGB colours."""
+        target sRGB colours; `sides`: side points and their offsets along the sheet's normal."""
         cfg = self.train_config
         eikonal_on = cfg.eikonal_weight > 0
         if eikonal_on:
@@ -259,6 +308,12 @@ class FieldFitter:
                 logits = self.color_network(color_points)
             losses["color"] = srgb_mse(logits, target)
             losses["total"] = losses["total"] + losses["color"]
+        if sides is not None:
+            side_points, signed = sides
+            with torch.autocast(self.device, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+                prediction = self.side_network(side_points).float()
+            losses["sides"] = (prediction - signed).abs().mean()
+            losses["total"] = losses["total"] + losses["sides"]
         return losses
 
     def read_loss(self) -> float:
@@ -316,6 +371,7 @@ class FieldFitter:
             "precision": str(self.autocast or torch.float32).replace("torch.", ""),
             "parameters": parameter_count(self.network),
             **({} if self.color_network is None else {"color_parameters": parameter_count(self.color_network)}),
+            **({} if self.side_network is None else {"side_parameters": parameter_count(self.side_network)}),
             **self.surface_report,
             **self.timings,
         }
@@ -335,6 +391,8 @@ class FieldFitter:
             report=report,
             color_network=self.color_network,
             color_config=self.color_config,
+            side_network=self.side_network,
+            side_config=self.side_config,
         )
 
 

@@ -190,6 +190,11 @@ class MetaFitter(FieldFitter):
     def learning_rate(self, step: int) -> float:
         return self.body_learning_rate  # constant: the body only refines
 
+    def _choose_surface(self, query) -> None:
+        super()._choose_surface(query)
+        if self.half_thickness is not None:  # its start was learned on solids' signed distances
+            raise ValueError("a meta-learned start fits solids only; fit this open sheet from scratch as a shell")
+
     def _eager_step(self, index: torch.Tensor) -> None:
         points, sdf = self._pool_points[index], self._pool_sdf[index]
         clamp = self.train_config.clamp

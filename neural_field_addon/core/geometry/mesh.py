@@ -61,8 +61,35 @@ class TriangleMesh:
 
     def edges(self) -> np.ndarray:
         """Every face's three edges as sorted vertex pairs (3m, 2): row i is an edge of face i % m."""
-        faces = self.faces
+        return self.edges_of(self.faces)
+
+    @staticmethod
+    def edges_of(faces: np.ndarray) -> np.ndarray:
+        """`edges` of a face array (m, 3)."""
         return np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+
+    def boundary_edges(self) -> np.ndarray:
+        """The edges (b, 2) that belong to one face only, as sorted vertex pairs."""
+        unique, counts = np.unique(self.edges(), axis=0, return_counts=True)
+        return unique[counts == 1]
+
+    def boundary_length(self) -> float:
+        """Total length of the boundary edges (0 for a closed mesh)."""
+        lonely = self.boundary_edges()
+        return float(np.linalg.norm(self.vertices[lonely[:, 0]] - self.vertices[lonely[:, 1]], axis=1).sum())
+
+    def boundary_loops(self) -> int:
+        """How many loops (connected sets of boundary edges) the boundary has."""
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        lonely = self.boundary_edges()
+        if not len(lonely):
+            return 0
+        used, inverse = np.unique(lonely, return_inverse=True)
+        inverse = inverse.reshape(lonely.shape)
+        graph = coo_matrix((np.ones(len(lonely)), (inverse[:, 0], inverse[:, 1])), shape=(len(used), len(used)))
+        return int(connected_components(graph, directed=False)[0])
 
     def face_areas_and_normals(self) -> tuple[np.ndarray, np.ndarray]:
         """Areas (m,) and unit normals (m, 3); degenerate faces get area 0 and normal 0."""

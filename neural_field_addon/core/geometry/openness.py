@@ -18,6 +18,7 @@ import numpy as np
 from .mesh import TriangleMesh
 from .query import MeshQuery
 from .sampling import sample_surface_barycentric
+from .sides import welded
 
 # Surface points probed, and how far off the surface (relative to the bounding-box diagonal).
 PROBES = 2048
@@ -52,7 +53,7 @@ def analyse_surface(mesh: TriangleMesh, query: MeshQuery | None = None, seed: in
         raise ValueError("the mesh has no extent: all its vertices are at one point")
     thinnest = _thinnest_extent(vertices) / diagonal
     areas, face_normals = mesh.face_areas_and_normals()
-    boundary = _boundary_length(mesh) / np.sqrt(max(float(areas.sum()), 1e-300))
+    boundary = welded(mesh).boundary_length() / np.sqrt(max(float(areas.sum()), 1e-300))
     if thinnest < FLAT_EXTENT:
         return SurfaceAnalysis("shell", "it is flat (it encloses no volume): a thin slab around it", 0.0, boundary,
                                thinnest)
@@ -75,11 +76,3 @@ def _thinnest_extent(vertices: np.ndarray) -> float:
     _, _, axes = np.linalg.svd(centred[:: max(1, len(centred) // 100_000)], full_matrices=False)
     along = centred @ axes[-1]
     return float(along.max() - along.min())
-
-
-def _boundary_length(mesh: TriangleMesh) -> float:
-    """Total length of the edges that belong to one face only."""
-    unique, counts = np.unique(mesh.edges(), axis=0, return_counts=True)
-    lonely = unique[counts == 1]
-    return float(np.linalg.norm(mesh.vertices[lonely[:, 0]] - mesh.vertices[lonely[:, 1]], axis=1).sum())
-

@@ -8,13 +8,15 @@ Layout: a NumPy `.npz` archive (a zip) holding
 - `space/grids`: for a shape space with latent grids, the grids (shapes, R, R, R, C), spanning
   the header's `grid_low` to `grid_high`;
 - `color/<name>`: the colour network's parameters, when the header has a `color_config`;
-- `space/color_codes`: for a shape space with colour, the appearance codes (shapes, C).
+- `space/color_codes`: for a shape space with colour, the appearance codes (shapes, C);
+- `sides/<name>`: a shell's side network (fields/sides.py), when the header has a `side_config`.
 Version 2 added field kinds, SIREN and hash-grid encodings and renamed the hidden layers;
 version 1 files still load (their layer names are mapped). Version 3 is a shape space (header
 `content: "shape-space"` with the shapes' names and transforms), version 4 one with latent grids;
 single fields stay version 2 and plain spaces 3 (their headers leave the latent-grid settings
 out), so earlier add-ons read what they can and refuse the rest as newer. Version 5 is a field or
-a space with colour; without colour a file keeps its earlier version.
+a space with colour; without colour a file keeps its earlier version. Version 6 is a shell field
+with a side network, whose sheet can be extracted.
 It is read with `allow_pickle=False`, so loading a file never executes code. Writes go to a
 temporary file in the same folder and are renamed into place, so a crash never leaves half a file.
 """
@@ -33,6 +35,7 @@ from ..fields.color import color_network
 from ..fields.field import NeuralField
 from ..fields.networks import FieldNetwork
 from ..fields.shapespace import ShapeSpace
+from ..fields.sides import side_network
 from ..geometry import FieldTransform
 from .fileheader import (  # noqa: F401 - the header's names are part of this module's interface
     COLOR_VERSION,
@@ -40,11 +43,13 @@ from .fileheader import (  # noqa: F401 - the header's names are part of this mo
     FORMAT_NAME,
     FORMAT_VERSION,
     GRID_SPACE_VERSION,
+    SIDES_VERSION,
     SPACE_CONTENT,
     SPACE_VERSION,
     SUFFIX,
     FieldFileError,
     has_color,
+    has_sides,
     open_archive,
     parse_header,
     read_header,
@@ -61,7 +66,13 @@ def save_field(path: str | os.PathLike, field: NeuralField) -> None:
         "box_high": [float(v) for v in field.box_high],
         "report": field.report,
     }
-    _write(path, header, field.network, _color_arrays(header, field.color_network, field.color_config))
+    arrays = _color_arrays(header, field.color_network, field.color_config)
+    if field.side_network is not None:
+        header["version"] = SIDES_VERSION
+        header["side_config"] = config_to_dict(field.side_config)
+        arrays.update({f"sides/{name}": tensor.detach().float().cpu().numpy()
+                       for name, tensor in field.side_network.state_dict().items()})
+    _write(path, header, field.network, arrays)
 
 
 def save_space(path: str | os.PathLike, space) -> None:
@@ -167,11 +178,13 @@ def _read_field(path: str, header: dict, data, device: str) -> NeuralField:
         box_low = np.asarray(header["box_low"], dtype=np.float64)
         box_high = np.asarray(header["box_high"], dtype=np.float64)
         color_config, color = _color_network(header, data)
+        side_config, sides = _side_network(header, data)
     except (KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as error:
         raise FieldFileError(f"field file {path} is corrupt: {error}") from error
     return NeuralField(config=config, network=network.to(device), transform=transform, box_low=box_low,
                        box_high=box_high, report=header.get("report", {}),
-                       color_network=None if color is None else color.to(device), color_config=color_config)
+                       color_network=None if color is None else color.to(device), color_config=color_config,
+                       side_network=None if sides is None else sides.to(device), side_config=side_config)
 
 
 def _read_space(path: str, header: dict, data, device: str) -> ShapeSpace:
@@ -235,6 +248,18 @@ def _color_network(header: dict, data):
     network = color_network(config)
     state = {key[len("color/") :]: torch.from_numpy(np.array(data[key])) for key in data.files
              if key.startswith("color/")}
+    network.load_state_dict(state, strict=True)
+    return config, network
+
+
+def _side_network(header: dict, data):
+    """The side config and network of a shell file with sides, or (None, None)."""
+    if not has_sides(header):
+        return None, None
+    config = config_from_dict(FieldConfig, header["side_config"])
+    network = side_network(config)
+    state = {key[len("sides/") :]: torch.from_numpy(np.array(data[key])) for key in data.files
+             if key.startswith("sides/")}
     network.load_state_dict(state, strict=True)
     return config, network
 

@@ -11,11 +11,12 @@ import zipfile
 import numpy as np
 
 FORMAT_NAME = "neural-field"
-FORMAT_VERSION = 5  # the newest version this add-on reads
+FORMAT_VERSION = 6  # the newest version this add-on reads
 FIELD_VERSION = 2  # what single fields are written as
 SPACE_VERSION = 3  # shape spaces
 GRID_SPACE_VERSION = 4  # shape spaces with latent grids
 COLOR_VERSION = 5  # fields and spaces with colour
+SIDES_VERSION = 6  # shell fields with a side network (their sheets can be extracted)
 SPACE_CONTENT = "shape-space"
 SUFFIX = ".nfield"
 
@@ -57,6 +58,11 @@ def parse_header(path, data) -> dict:
             f"this version reads up to {FORMAT_VERSION}. Update the add-on to open it."
         )
     return header
+
+
+def has_sides(header: dict) -> bool:
+    """Whether a field file's header describes a side network (a shell whose sheet extracts)."""
+    return isinstance(header.get("side_config"), dict)
 
 
 def has_color(header: dict) -> bool:

@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--texture", type=int, default=0, metavar="SIZE",
                          help="a field with colour: also bake a SIZE x SIZE texture (OBJ + MTL + PNG; PLY with UVs "
                               "and a PNG); vertex colours are written either way")
+    extract.add_argument("--sheet", action="store_true",
+                         help="a field fitted as a shell: extract the open sheet inside it (one layer, with the "
+                              "source's boundaries) instead of the closed shell")
     extract.add_argument("--shape", type=int, default=None, help="shape space: the shape to extract (0-based)")
     extract.add_argument("--blend", default=None, metavar="I=w,J=w,...",
                          help="shape space: a weighted blend of shapes, weights summing to 1")
@@ -200,7 +203,7 @@ def task_from_args(args) -> Task:
         return ExtractTask(field_path=args.field, mesh_out=args.output, resolution=args.resolution, level=args.level,
                            method=args.method, normals=args.normals, device=args.device, shape=args.shape,
                            blend=None if args.blend is None else _parse_blend(args.blend), slerp=args.slerp,
-                           texture=args.texture)
+                           texture=args.texture, sheet=args.sheet)
     if args.command == "reconstruct":
         return ReconstructTask(space_path=args.space, input=args.input, mesh_out=args.output, steps=args.steps,
                                seed=args.seed, device=args.device, extract=ExtractSettings(resolution=args.resolution))
@@ -249,7 +252,7 @@ def summary(task: Task, result: dict) -> tuple[str, dict]:
                 f"{report['final_loss']:.3e}"), {"space": task.space_path, "names": result["names"], "report": report}
     if isinstance(task, ExtractTask):
         keys = ("vertices", "faces", "resolution", "level", "method", "samples", "evaluated", "phases", "seconds",
-                "files", "color")
+                "files", "color", "sheet")
         color = {"vertex": ", vertex colours", "texture": f", vertex colours and a {task.texture}^2 texture"}.get(
             result["color"], "")
         return (f"wrote {task.mesh_out}: {result['vertices']} vertices, {result['faces']} triangles{color} in "

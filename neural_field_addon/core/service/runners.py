@@ -168,6 +168,7 @@ def run_extract(task: ExtractTask, events: Events) -> dict:
     surface, report = extracted.surface, extracted.report
     return {"mesh_out": task.mesh_out, "extract_seconds": extracted.seconds, "vertices": len(surface.vertices),
             "faces": len(surface.faces), "resolution": task.resolution, "level": task.level, "method": task.method,
+            "sheet": task.sheet,
             "samples": list(report.samples), "evaluated": report.evaluated, "phases": report.seconds,
             "files": extracted.files, "color": extracted.color, "seconds": time.perf_counter() - start}
 
@@ -299,7 +300,8 @@ def _extract_to_file(field, settings: ExtractSettings, mesh_out: str, events: Ev
 
     if settings.texture and not field.has_color:
         raise ValueError("the field has no colour to bake into a texture: fit it with colour (--color)")
-    _warn_thin_shell(field, settings.resolution, events)
+    if not settings.sheet:
+        _warn_thin_shell(field, settings.resolution, events)
 
     def on_progress(fraction):
         events.progress({"phase": "extract", "step": round(100 * fraction), "steps": 100})
@@ -307,8 +309,14 @@ def _extract_to_file(field, settings: ExtractSettings, mesh_out: str, events: Ev
     on_progress(0.0)
     start = time.perf_counter()
     report = ExtractionReport(settings.method, settings.resolution, settings.level)
-    surface = extract_isosurface(field, settings.resolution, settings.level, method=settings.method,
-                                 progress=on_progress, report=report)
+    if settings.sheet:
+        from ..surface.sheet import extract_sheet, sheet_normals
+
+        surface = extract_sheet(field, settings.resolution, progress=on_progress, report=report)
+        events.log(f"sheet: {surface.boundary_loops()} boundary loops, {surface.boundary_length():.4g} long")
+    else:
+        surface = extract_isosurface(field, settings.resolution, settings.level, method=settings.method,
+                                     progress=on_progress, report=report)
     appearance, colors, color = None, None, ""
     if field.has_color:
         if settings.texture:
@@ -326,7 +334,9 @@ def _extract_to_file(field, settings: ExtractSettings, mesh_out: str, events: Ev
             appearance = MeshAppearance(colors=vertex_colors(field.colors, surface, field.device))
             colors = SurfaceColors.from_vertex_colors(surface.faces, appearance.colors)
             color = "vertex"
-    normals = vertex_normals(field, surface.vertices) if settings.normals else None
+    normals = None
+    if settings.normals:  # a sheet's field is unsigned: its normals are the faces' own
+        normals = sheet_normals(surface) if settings.sheet else vertex_normals(field, surface.vertices)
     files = save_mesh(mesh_out, surface, normals, appearance)
     return Extracted(surface, colors, color, files, time.perf_counter() - start, report)
 

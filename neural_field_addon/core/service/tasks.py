@@ -64,14 +64,16 @@ def _set(task, name: str, value) -> None:
 @dataclass(frozen=True)
 class ExtractSettings:
     """How a surface is extracted: grid samples along the longest side, the iso-level in the
-    source's units (positive grows the shape), the method, vertex normals from the field, and
-    for a field with colour the side of a texture to bake (0: vertex colours only)."""
+    source's units (positive grows the shape), the method, vertex normals from the field, for a
+    field with colour the side of a texture to bake (0: vertex colours only), and for a shell
+    whether to extract its sheet (surface/sheet.py: the open single layer) instead."""
 
     resolution: int = 256
     level: float = 0.0
     method: str = "adaptive"
     normals: bool = False
     texture: int = 0
+    sheet: bool = False
 
     def __post_init__(self):
         _set(self, "resolution", _integer("resolution", self.resolution))
@@ -79,6 +81,12 @@ class ExtractSettings:
         _choice("method", self.method, EXTRACTION_METHODS)
         _set(self, "normals", bool(self.normals))
         _set(self, "texture", _texture_size(self.texture))
+        _set(self, "sheet", bool(self.sheet))
+        if self.sheet and self.level != 0.0:
+            raise ValueError(f"a sheet has no level to offset ({self.level:g}): it is the zero set of the distance; "
+                             "extract it at level 0, or the shell without --sheet")
+        if self.sheet and self.method != "adaptive":
+            raise ValueError("a sheet is extracted by the adaptive method only (method 'adaptive')")
 
 
 def _check_shape_choice(task) -> None:
@@ -268,7 +276,8 @@ class FitSpaceTask(_FittingTask):
 @dataclass(frozen=True)
 class ExtractTask(Task):
     """Extract the surface of a field file to `mesh_out` (OBJ, PLY or NPZ), with vertex colours
-    when the field has colour, and with `texture` > 0 a baked texture of that side. A shape space needs
+    when the field has colour, and with `texture` > 0 a baked texture of that side; with `sheet`,
+    a shell's sheet. A shape space needs
     `shape` (an index) or `blend` ({index: weight}, weights summing to 1; `slerp`: the spherical
     path between two codes); a single field takes neither (fields.shapespace.select_field)."""
 
@@ -285,17 +294,18 @@ class ExtractTask(Task):
     blend: dict | None = None
     slerp: bool = False
     texture: int = 0
+    sheet: bool = False
 
     def __post_init__(self):
         settings = self.settings
-        for name in ("resolution", "level", "normals", "texture"):
+        for name in ("resolution", "level", "normals", "texture", "sheet"):
             _set(self, name, getattr(settings, name))
         _choice("device", self.device, DEVICES)
         _check_shape_choice(self)
 
     @property
     def settings(self) -> ExtractSettings:
-        return ExtractSettings(self.resolution, self.level, self.method, self.normals, self.texture)
+        return ExtractSettings(self.resolution, self.level, self.method, self.normals, self.texture, self.sheet)
 
     def on_cpu(self) -> "ExtractTask":
         return replace(self, device="cpu")
