@@ -294,3 +294,25 @@ def test_meta_learned_start_fits_a_held_out_torus_in_one_step_on_cuda():
     chamfer = compare_meshes(held_out, extract_isosurface(field, 64), samples=10_000)["chamfer_l1"]
     # The CPU test's setting measured 4.0e-4 after one step (scratch needs 50 steps for 8.1e-4).
     assert chamfer < 8e-4, chamfer
+
+
+def test_fast_preset_sheet_of_an_open_car_body_on_cuda():
+    """Issue 20's sheet targets on the car-like body, at the Fast preset's speed: one layer on the
+    source (Chamfer-L1 <= 3e-4, F-score >= 0.99), its three boundary loops within 1% of their length."""
+    from neural_field_addon.core.config import preset_configs, with_overrides
+    from neural_field_addon.core.fitting.fitter import fit_field
+    from neural_field_addon.core.geometry import TriangleMesh
+    from neural_field_addon.core.geometry.procedural import open_box
+    from neural_field_addon.core.geometry.sides import welded
+    from neural_field_addon.core.surface.metrics import compare_meshes
+    from neural_field_addon.core.surface.sheet import extract_sheet
+
+    mesh = TriangleMesh(*open_box(cells=32))
+    field_config, train_config = preset_configs("fast", "cuda")
+    field = fit_field(mesh, field_config, with_overrides(train_config, {"device": "cuda"}), resolution=256)
+    sheet = extract_sheet(field, 256)
+    metrics = compare_meshes(mesh, sheet, samples=50_000)
+    assert metrics["chamfer_l1"] <= 3e-4 and metrics["fscore"] >= 0.99
+    source = welded(mesh)
+    assert sheet.boundary_loops() == source.boundary_loops() == 3
+    assert abs(sheet.boundary_length() / source.boundary_length() - 1.0) <= 0.01

@@ -36,8 +36,8 @@ def new_field_object(collection, name: str, mesh_out: str, frame):
 
 def record_field(obj, source_name: str, field_path: str, report: dict, extracted, metrics=None) -> None:
     """Mark `obj` as a field and record what it was made from: its source (where it still
-    exists), the field file, the fit's report, how it was extracted (`extracted`: resolution and
-    level, as they were when the job started) and, where measured, its fidelity."""
+    exists), the field file, the fit's report, how it was extracted (`extracted`: resolution,
+    level and sheet, as they were when the job started) and, where measured, its fidelity."""
     record = obj.neural_field
     record.is_field = True
     record.field_path = storage.stored_path(field_path)
@@ -54,6 +54,8 @@ def record_field(obj, source_name: str, field_path: str, report: dict, extracted
     record.surface = str(report.get("surface", ""))
     record.surface_reason = str(report.get("surface_reason", ""))
     record.thickness = float(report.get("thickness", 0.0))
+    # A fit asked for sheets extracts one only where it took a shell (runners.run_fit).
+    record.sheet = bool(getattr(extracted, "sheet", False)) and record.surface == "shell"
     if metrics:
         record.chamfer = metrics["chamfer_l1"]
         record.normal_consistency = metrics["normal_consistency"]

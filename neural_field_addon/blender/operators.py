@@ -34,7 +34,8 @@ LOSS_CURVE_IMAGE = "Neural Field Loss"
 def _extract_settings(settings) -> ExtractSettings:
     """The panel's extraction settings, as the tasks take them and the new objects record them."""
     try:
-        return ExtractSettings(resolution=settings.resolution, level=settings.level, normals=settings.normals)
+        return ExtractSettings(resolution=settings.resolution, level=settings.level, normals=settings.normals,
+                               sheet=settings.sheet)
     except ValueError as error:
         raise InputError(f"Cannot extract: {error}") from error
 
@@ -215,7 +216,7 @@ class NEURAL_FIELD_OT_extract(WorkerOperator, bpy.types.Operator):
         job.add_task(make_task(
             ExtractTask, f"Cannot extract '{obj.name}'", field_path=path, mesh_out=job.path("result.npz"),
             resolution=self._extract.resolution, level=self._extract.level, normals=self._extract.normals,
-            device=job_device(context), **choice))
+            sheet=self._extract.sheet and obj.neural_field.surface == "shell", device=job_device(context), **choice))
         self._target = obj.name
 
     def apply(self, context, job, results, errors):
@@ -226,6 +227,7 @@ class NEURAL_FIELD_OT_extract(WorkerOperator, bpy.types.Operator):
         vertex_count = replace_field_mesh(obj, results[0]["mesh_out"])
         obj.neural_field.resolution = self._extract.resolution
         obj.neural_field.level = self._extract.level
+        obj.neural_field.sheet = bool(results[0].get("sheet"))
         _reveal_colors(self, [obj])
         self.report({"INFO"}, f"Extracted {obj.name}: {vertex_count} vertices at resolution {self._extract.resolution}")
         return {"FINISHED"}

@@ -48,6 +48,8 @@ class VIEW3D_PT_neural_field(bpy.types.Panel):
         col.prop(settings, "resolution")
         col.prop(settings, "level")
         col.prop(settings, "normals")
+        if settings.surface != "SOLID":
+            col.prop(settings, "sheet")
         col.operator("neural_field.extract", icon="FILE_REFRESH")
 
         obj = context.active_object
@@ -93,7 +95,8 @@ class VIEW3D_PT_neural_field(bpy.types.Panel):
             space.operator("neural_field.extract", text="Extract Blend", icon="FILE_REFRESH")
             space.operator("neural_field.reconstruct", icon="MOD_SHRINKWRAP")
         if record.surface == "shell":
-            box.label(text=f"Shell, {record.thickness:.4g} thick", icon="MOD_SOLIDIFY")
+            shown = "its open sheet" if record.sheet else "closed"
+            box.label(text=f"Shell, {record.thickness:.4g} thick, shown {shown}", icon="MOD_SOLIDIFY")
         if record.surface_reason:
             box.label(text=record.surface_reason.capitalize())
         if record.chamfer >= 0:

@@ -151,6 +151,10 @@ class NeuralFieldSceneSettings(bpy.types.PropertyGroup):
     normals: BoolProperty(
         name="Field Normals", description="Shade the extracted surface smooth with vertex normals "
         "from the field's gradient", default=False)
+    sheet: BoolProperty(
+        name="Sheet", description="For fields fitted as shells: extract the open sheet inside the shell (one "
+        "layer, with the source's boundaries and openings) instead of the closed shell; solids extract as "
+        "always", default=False)
     color: BoolProperty(
         name="Colour", description="Fit the sources' colours with their shape (image textures, colour "
         "attributes, materials' Base Colors) and show them on the result; sources without colours fit "
@@ -222,6 +226,8 @@ class NeuralFieldObjectSettings(bpy.types.PropertyGroup):
     surface_reason: StringProperty(name="Surface Reason", description="Why the fit took it so", default="")
     thickness: FloatProperty(name="Thickness", description="A shell's thickness in the object's units (0: a "
                              "solid)", default=0.0, subtype="DISTANCE", precision=4)
+    sheet: BoolProperty(name="Sheet", description="The mesh shows the shell's open sheet, not the closed shell",
+                        default=False)
     # Shape spaces: every shape's object references the one space file.
     space_shape: IntProperty(name="Shape in Space", description="This object's shape in its shape space "
                              "(-1: a single field)", default=-1, min=-1)

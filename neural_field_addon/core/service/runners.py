@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -68,8 +68,14 @@ def run_fit(task: FitTask, events: Events) -> dict:
     result = {"field_path": task.field_path, "report": field.report}
     if task.extract is None:
         return result
+    settings = task.extract
+    if settings.sheet and field.report.get("surface") != "shell":
+        # A sheet is asked of every fit of a selection; a solid among them shows its surface.
+        events.log("fitted as a solid: extracting its surface (a sheet is a shell's)")
+        settings = replace(settings, sheet=False)
+    result["sheet"] = settings.sheet
     with _removed_on_failure(task.field_path):
-        extracted = _extract_to_file(field, task.extract, task.mesh_out, events)
+        extracted = _extract_to_file(field, settings, task.mesh_out, events)
         result["extract_seconds"] = extracted.seconds
         result["mesh_out"] = task.mesh_out
         if task.evaluate:
