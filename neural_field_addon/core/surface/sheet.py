@@ -20,8 +20,9 @@ but across the extension of the sheet past its boundary, where u is the distance
    distance keeps at the sheet (a low quantile of u around each vertex). The extension is cut
    where r reaches TRIM_VOXELS; only patches that run on to the band's edge count as extension,
    so noise inside the sheet opens no holes.
-5. Clean-up: crumbs of the trims dropped, pinholes filled, the boundary loops smoothed (their
-   length would otherwise count the trim's ripples), and one more projection.
+5. Clean-up: the boundary loops smoothed (their length would otherwise count the trim's
+   ripples), the boundary cut back by OFFSET_VOXELS (the trim leaves it that far past the
+   source's: measured), crumbs of the cuts dropped, pinholes filled, one more projection.
 Marching cubes on a signed function orients the faces consistently: they face the front side.
 """
 
@@ -51,6 +52,9 @@ FLOATER_VOXELS = 4.0
 # rose past the trim, at a crease of an undertrained field): filled. An opening of the source
 # narrower than about two voxels is below what the resolution shows anyway.
 HOLE_VOXELS = 12.0
+# The trimmed boundary lies this many voxels past the source's (measured on the GPU: the trim's
+# threshold and the rounding of the learned distance at an edge): it is cut back by as much.
+OFFSET_VOXELS = 0.65
 # Smoothing passes over the boundary loops.
 BOUNDARY_SMOOTHING = 8
 # A Lipschitz bound for the classification: s is a distance up to its sign.
@@ -131,9 +135,11 @@ def extract_sheet(field, resolution: int = 256, *, workers: int | None = None, p
     vertices, faces = clip_below(vertices, faces, np.where(_past_boundary(faces, reach > 0.0), reach, -1.0))
     if len(faces) == 0:
         raise SheetError("the field has no sheet: nothing it extracts lies on the zero set of its distance")
+    vertices, faces = _drop_unused(vertices, faces)
+    vertices = smooth_boundary(vertices, faces, BOUNDARY_SMOOTHING)
+    vertices, faces = offset_boundary(vertices, faces, OFFSET_VOXELS * h)
     vertices, faces = drop_small_parts(vertices, faces, (FLOATER_VOXELS * h) ** 2)
     vertices, faces = fill_small_holes(vertices, faces, HOLE_VOXELS * h)
-    vertices = smooth_boundary(vertices, faces, BOUNDARY_SMOOTHING)
     vertices = _project(signed, vertices, faces, PROJECTION_STEPS[-1] * h)
     if progress:
         progress(1.0)
@@ -276,6 +282,28 @@ def smooth_boundary(vertices: np.ndarray, faces: np.ndarray, iterations: int) ->
         moving = count == 2
         vertices[moving] = 0.5 * vertices[moving] + 0.25 * total[moving]
     return vertices
+
+
+def offset_boundary(vertices: np.ndarray, faces: np.ndarray, distance: float) -> tuple[np.ndarray, np.ndarray]:
+    """The mesh cut back along its boundary by `distance` (a clip along the line that far from the
+    boundary, which is smooth where the boundary is): the trim leaves the boundary that far past
+    the source's, by its threshold and by the learned distance's rounding at an edge."""
+    from scipy.spatial import cKDTree
+
+    boundary = TriangleMesh.edges_of(faces)
+    pairs, _, counts = unique_edges(boundary, len(vertices))
+    lonely = pairs[counts == 1]
+    if not len(lonely) or distance <= 0.0:
+        return vertices, faces
+    start, end = vertices[lonely[:, 0]], vertices[lonely[:, 1]]
+    # Points along the boundary a quarter of the distance apart, each edge cut into its own count.
+    pieces = np.maximum(1, np.ceil(np.linalg.norm(end - start, axis=1) / (0.25 * distance)).astype(np.int64))
+    edge = np.repeat(np.arange(len(lonely)), pieces + 1)
+    first = np.repeat(np.cumsum(pieces + 1) - (pieces + 1), pieces + 1)
+    t = ((np.arange(len(edge)) - first) / pieces[edge])[:, None]
+    samples = start[edge] + t * (end[edge] - start[edge])
+    near, _ = cKDTree(samples).query(vertices, workers=-1)
+    return _drop_unused(*clip_below(vertices, faces, distance - near))
 
 
 def sheet_normals(mesh: TriangleMesh) -> np.ndarray:
