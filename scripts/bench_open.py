@@ -6,7 +6,7 @@ of the source's, no face spanning an opening); and the mode 'auto' picks for eac
 mesh of `--meshes DIR` (and Suzanne where bpy is importable).
 
     python scripts/bench_open.py [--device auto|cpu|cuda] [--steps N] [--resolution 256]
-        [--thickness-share 0.005] [--meshes ../shared/meshes] [--json out.json]
+        [--thickness-share 0.005] [--meshes ../shared/meshes] [--auto-only] [--json out.json]
 
 Cases: an open car-like body (the sides and top of a box, no floor, two windows), a draped cloth,
 a single-sided wall with a door, and a flat outline (a square). Work = ground truth + training, as
@@ -114,13 +114,14 @@ def main() -> int:
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--thickness-share", type=float, default=0.005, help="shell thickness / diagonal")
     parser.add_argument("--meshes", default=None, help="a folder of closed meshes whose 'auto' mode is measured")
+    parser.add_argument("--auto-only", action="store_true", help="only measure 'auto' on --meshes and Suzanne")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     device = resolve_device(args.device)
     field_config, train_config = preset_configs("auto", device)
     train_config = with_overrides(train_config, {"device": device, "steps": args.steps})
     rows = {}
-    for name, (make, openings) in CASES.items():
+    for name, (make, openings) in ({} if args.auto_only else CASES).items():
         mesh = TriangleMesh(*make())
         thickness = args.thickness_share * mesh.diagonal
         fitter = FieldFitter(mesh, field_config, with_overrides(train_config, {"thickness": thickness}),

@@ -129,6 +129,7 @@ class ShapeSpaceFitter(FieldFitter):
         self.colors = [c.check(mesh) if c is not None else None for c, mesh in zip(colors, meshes)]
         self.colored_shapes = [index for index, c in enumerate(self.colors) if c is not None]
         self.color_network = self.color_config = self.color_codes = None
+        self.side_network = self.side_config = None  # a space fits solids: no sheet sides
         if self.colored_shapes:
             self.color_config = color_config(self.field_config)
             self.color_network = color_network(self.color_config).to(self.device)
