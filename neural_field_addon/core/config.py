@@ -33,6 +33,19 @@ def thinnest_shell(box_extent: float, resolution: int) -> float:
     """The thinnest shell an extraction at `resolution` of a box `box_extent` wide (its widest side,
     object units) still shows closed: SHELL_VOXELS voxels."""
     return SHELL_VOXELS * box_extent / resolution
+# How a field file keeps its parameters (io/codecs.py): the precisions, the default, the codecs.
+STORAGE_PRECISIONS = ("float32", "float16", "int8")
+DEFAULT_PRECISION = "float16"
+CODECS = (None, "lzma")
+
+
+def check_storage(precision: str, codec) -> None:
+    if precision not in STORAGE_PRECISIONS:
+        raise ValueError(f"storage precision must be one of {', '.join(STORAGE_PRECISIONS)}; got {precision!r}")
+    if codec not in CODECS:
+        raise ValueError(f"codec must be 'lzma' or none; got {codec!r}")
+
+
 # Extraction: "adaptive", a narrow band around the surface; "dense", every grid sample (the reference).
 EXTRACTION_METHODS = ("adaptive", "dense")
 # Latent grids: 128^3 x 8 float32 numbers are 67 MB per shape, three times that while training.

@@ -76,7 +76,7 @@ def test_a_baked_texture_holds_the_field_colour(sphere, colored_field):
 
 def test_a_field_file_keeps_the_colour_and_says_so_in_its_version(tmp_path, colored_field):
     path = tmp_path / "colored.nfield"
-    save_field(path, colored_field)
+    save_field(path, colored_field, "float32")  # float32: the version that says colour, nothing more
     assert read_header(path)["version"] == COLOR_VERSION
     back = load_field(path)
     points = np.random.default_rng(0).normal(size=(100, 3))
@@ -88,7 +88,7 @@ def test_a_field_without_colour_keeps_its_earlier_version(tmp_path, sphere):
     mesh, _ = sphere
     field_config, train_config = preset_configs("compact", "cpu")
     field = fit_field(mesh, field_config, with_overrides(train_config, {**TRAIN, "steps": 2}))
-    save_field(tmp_path / "plain.nfield", field)
+    save_field(tmp_path / "plain.nfield", field, "float32")
     assert read_header(tmp_path / "plain.nfield")["version"] == FIELD_VERSION
     assert not load_field(tmp_path / "plain.nfield").has_color
 
@@ -158,7 +158,7 @@ def test_a_space_keeps_each_shapes_colour_and_blends_it_with_the_shape(colored_s
     # Half way, the colour is half way too: red and blue channels both near their mean.
     middle = space.blend({0: 0.5, 1: 0.5}).colors(np.array([[0.0, 0.0, 1.0]]))[0]
     assert abs(middle[0] - 0.45) < 0.15 and abs(middle[2] - 0.45) < 0.15
-    save_space(tmp_path / "space.nfield", space)
+    save_space(tmp_path / "space.nfield", space, "float32")  # exact: float16 is tested in io/test_storage.py
     back = load_space(tmp_path / "space.nfield")
     assert np.allclose(back.shape(1).colors(meshes[1].vertices[:50]), space.shape(1).colors(meshes[1].vertices[:50]),
                        atol=1e-6)

@@ -115,9 +115,9 @@ def test_slerp_interpolates_direction_and_norm():
     assert torch.allclose(interpolate_codes(a, b, 1.0, spherical=True), b)
 
 
-def test_space_file_round_trip_gives_the_same_shapes(space, tmp_path):
+def test_space_file_round_trip_in_float32_gives_the_same_shapes(space, tmp_path):
     path = tmp_path / "tori.nfield"
-    save_space(path, space)
+    save_space(path, space, "float32")
     loaded = load_space(path)
     assert loaded.names == ["thin", "mid", "fat"]
     points = np.random.default_rng(0).uniform(-1.0, 1.0, (500, 3))
@@ -160,7 +160,7 @@ def test_blends_of_a_space_with_latent_grids_are_closed(grid_space, spherical):
 
 def test_latent_grids_survive_save_and_load(grid_space, tmp_path):
     path = tmp_path / "grids.nfield"
-    save_space(path, grid_space)
+    save_space(path, grid_space, "float32")
     loaded = load_space(path)
     assert torch.equal(loaded.grids, grid_space.grids)
     points = np.random.default_rng(0).uniform(-1.0, 1.0, (500, 3))
@@ -171,8 +171,8 @@ def test_latent_grids_survive_save_and_load(grid_space, tmp_path):
 
 def test_spaces_with_grids_are_version_4_and_plain_spaces_stay_readable_by_older_add_ons(space, grid_space,
                                                                                           tmp_path):
-    save_space(tmp_path / "plain.nfield", space)
-    save_space(tmp_path / "grids.nfield", grid_space)
+    save_space(tmp_path / "plain.nfield", space, "float32")
+    save_space(tmp_path / "grids.nfield", grid_space, "float32")
     plain, grids = read_header(tmp_path / "plain.nfield"), read_header(tmp_path / "grids.nfield")
     assert plain["version"] == 3 and "latent_grid" not in plain["field_config"]
     assert grids["version"] == 4 and grids["field_config"]["latent_grid"] == 12

@@ -180,7 +180,7 @@ def test_the_sheet_extracts_again_from_the_field_file(car, car_sheet, tmp_path):
     from neural_field_addon.core.service.tasks import ExtractTask
 
     _, field, _ = car
-    save_field(tmp_path / "car.nfield", field)
+    save_field(tmp_path / "car.nfield", field, "float32")
     assert read_header(tmp_path / "car.nfield")["version"] == SIDES_VERSION
     assert load_field(tmp_path / "car.nfield").has_sides
     result = run_task(ExtractTask(field_path=str(tmp_path / "car.nfield"), mesh_out=str(tmp_path / "sheet.npz"),

@@ -11,12 +11,13 @@ import zipfile
 import numpy as np
 
 FORMAT_NAME = "neural-field"
-FORMAT_VERSION = 6  # the newest version this add-on reads
+FORMAT_VERSION = 7  # the newest version this add-on reads
 FIELD_VERSION = 2  # what single fields are written as
 SPACE_VERSION = 3  # shape spaces
 GRID_SPACE_VERSION = 4  # shape spaces with latent grids
 COLOR_VERSION = 5  # fields and spaces with colour
 SIDES_VERSION = 6  # shell fields with a side network (their sheets can be extracted)
+STORAGE_VERSION = 7  # arrays stored below float32 (io/codecs.py) or entropy-coded
 SPACE_CONTENT = "shape-space"
 SUFFIX = ".nfield"
 

@@ -14,6 +14,7 @@ import sys
 
 from ..config import (
     ACTIVATIONS,
+    DEFAULT_PRECISION,
     DEVICES,
     ENCODINGS,
     EXTRACTION_METHODS,
@@ -22,6 +23,7 @@ from ..config import (
     PRECISIONS,
     PRESET_NAMES,
     SDF_LOSSES,
+    STORAGE_PRECISIONS,
     SURFACE_MODES,
 )
 from .tasks import (
@@ -80,6 +82,10 @@ def _add_fit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for samples, batches and initialisation")
     for flag, _, name, kind, text in _FIELD_FLAGS:
         parser.add_argument(flag, type=kind, default=None, choices=_CHOICES.get(name), help=text)
+    parser.add_argument("--storage", choices=STORAGE_PRECISIONS, default=DEFAULT_PRECISION,
+                        help="how the file keeps the parameters: float16 (default; loses nothing a fit shows), "
+                             "int8 with a scale per block of 64 (a quarter of float32), or float32 (as trained)")
+    parser.add_argument("--lzma", action="store_true", help="also entropy-code the file (LZMA)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,12 +199,14 @@ def task_from_args(args) -> Task:
     if args.command == "fit":
         field, train = _overrides(args)
         return FitTask(mesh=args.mesh, field_path=args.output, preset=args.preset, field_config=field,
-                       train_config=train, color=args.color)
+                       train_config=train, color=args.color, storage=args.storage,
+                       codec="lzma" if args.lzma else None)
     if args.command == "fit-space":
         field, train = _overrides(args)
         return FitSpaceTask(meshes=tuple(args.meshes), space_path=args.output, preset=args.preset,
                             field_config=field, train_config=train, latent_dim=args.latent_dim,
-                            latent_grid=args.latent_grid, mix_weight=args.mix_weight, color=args.color)
+                            latent_grid=args.latent_grid, mix_weight=args.mix_weight, color=args.color,
+                            storage=args.storage, codec="lzma" if args.lzma else None)
     if args.command == "extract":
         return ExtractTask(field_path=args.field, mesh_out=args.output, resolution=args.resolution, level=args.level,
                            method=args.method, normals=args.normals, device=args.device, shape=args.shape,

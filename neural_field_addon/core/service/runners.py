@@ -64,7 +64,7 @@ def run_fit(task: FitTask, events: Events) -> dict:
     if colors is not None:
         field.report.update(compare_colors(mesh, colors, field_colors=field.colors, samples=FIT_EVALUATION_SAMPLES))
         field.report["color"] = True
-    save_field(task.field_path, field)
+    save_field(task.field_path, field, task.storage, task.codec)
     result = {"field_path": task.field_path, "report": field.report}
     if task.extract is None:
         return result
@@ -152,7 +152,7 @@ def run_fit_space(task: FitSpaceTask, events: Events) -> dict:
     extra = {} if task.mix_weight is None else {"mix_weight": task.mix_weight}
     space = fit_shape_space(meshes, field_config, train_config, names=names, on_progress=events.progress,
                             colors=colors if colored else None, **extra)
-    save_space(task.space_path, space)
+    save_space(task.space_path, space, task.storage, task.codec)
     result = {"space_path": task.space_path, "report": space.report, "names": space.names, "mesh_out": []}
     if task.extract is not None:
         with _removed_on_failure(task.space_path):

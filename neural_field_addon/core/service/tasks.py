@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import ClassVar
 
 from ..config import (
+    DEFAULT_PRECISION,
     DEVICES,
     EXTRACTION_METHODS,
     INFERENCE_STEPS,
@@ -24,6 +25,7 @@ from ..config import (
     TrainConfig,
     check_level,
     check_settings,
+    check_storage,
 )
 
 # Surface samples per direction when `eval` compares two meshes.
@@ -213,8 +215,11 @@ class FitTask(_FittingTask):
     mesh_out: str | None = None
     evaluate: bool = True
     color: bool | None = None
+    storage: str = DEFAULT_PRECISION
+    codec: str | None = None
 
     def __post_init__(self):
+        check_storage(self.storage, self.codec)
         self._check_configs()
         _set(self, "evaluate", bool(self.evaluate))
         _set(self, "color", _optional_bool("color", self.color))
@@ -249,8 +254,11 @@ class FitSpaceTask(_FittingTask):
     extract: ExtractSettings | None = None
     mesh_out: tuple = ()
     color: bool | None = None
+    storage: str = DEFAULT_PRECISION
+    codec: str | None = None
 
     def __post_init__(self):
+        check_storage(self.storage, self.codec)
         _set(self, "color", _optional_bool("color", self.color))
         _set(self, "meshes", tuple(str(path) for path in self.meshes))
         if len(self.meshes) < 2:
