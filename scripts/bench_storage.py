@@ -86,7 +86,7 @@ def baseline_rows(bpy, mesh: TriangleMesh, ratios, folder: str) -> list:
         bpy.ops.export_scene.gltf(filepath=glb, export_format="GLB", use_selection=True,
                                   export_draco_mesh_compression_enable=True,
                                   export_draco_position_quantization=DRACO_POSITION_BITS,
-                                  export_normals=False, export_texcoord=False, export_materials="NONE")
+                                  export_normals=False, export_materials="NONE")
         for other in list(bpy.data.objects):
             bpy.data.objects.remove(other)
         bpy.ops.import_scene.gltf(filepath=glb)
