@@ -47,28 +47,16 @@ class NeuralField:
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
 
-    @torch.no_grad()
     def evaluate_field_space(self, points: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:
         """Field values at field-space points (q, 3), in chunks to bound memory: negative inside,
         zero on the surface (signed distance in field units, or the negated occupancy logit)."""
-        flush_denormals()
-        self.network.eval()
-        out = torch.empty(len(points), dtype=torch.float32, device=points.device)
-        for start in range(0, len(points), chunk):
-            out[start : start + chunk] = self.network.field_value(points[start : start + chunk]).float()
-        return out
+        return _chunked(self.network, self.network.field_value, points, chunk, ())
 
-    @torch.no_grad()
     def side_field_space(self, points: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:
         """The side network's signed distances (q,) at field-space points: positive in front of the sheet."""
         if self.side_network is None:
             raise ValueError("this field has no sheet sides: fit it as a shell (surface 'shell' or 'auto')")
-        flush_denormals()
-        self.side_network.eval()
-        out = torch.empty(len(points), dtype=torch.float32, device=points.device)
-        for start in range(0, len(points), chunk):
-            out[start : start + chunk] = self.side_network(points[start : start + chunk]).float()
-        return out
+        return _chunked(self.side_network, self.side_network, points, chunk, ())
 
     def signed_distance(self, points_object: np.ndarray) -> np.ndarray:
         """Predicted signed distance in object units at object-space points (q, 3)."""
@@ -79,20 +67,25 @@ class NeuralField:
         )
         return self.evaluate_field_space(points).double().cpu().numpy() / self.transform.scale
 
-    @torch.no_grad()
     def color_field_space(self, points: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:
         """Linear RGB (q, 3) at field-space points (q, 3)."""
         if self.color_network is None:
             raise ValueError("this field has no colour: fit it with colour (--color)")
-        flush_denormals()
-        self.color_network.eval()
-        out = torch.empty(len(points), 3, dtype=torch.float32, device=points.device)
-        for start in range(0, len(points), chunk):
-            out[start : start + chunk] = linear_color(self.color_network(points[start : start + chunk]))
-        return out
+        return _chunked(self.color_network, lambda x: linear_color(self.color_network(x)), points, chunk, (3,))
 
     def colors(self, points_object: np.ndarray) -> np.ndarray:
         """Linear RGB (q, 3) float32 at object-space points (q, 3): an extracted mesh's vertex
         colours, a baked texture's texels."""
         points = torch.as_tensor(self.transform.to_field(points_object), dtype=torch.float32, device=self.device)
         return self.color_field_space(points).cpu().numpy()
+
+
+@torch.no_grad()
+def _chunked(network: torch.nn.Module, evaluate, points: torch.Tensor, chunk: int, channels: tuple) -> torch.Tensor:
+    """`evaluate` (a function of `network`) at points (q, 3) in chunks, as float32 (q, *channels)."""
+    flush_denormals()
+    network.eval()
+    out = torch.empty((len(points), *channels), dtype=torch.float32, device=points.device)
+    for start in range(0, len(points), chunk):
+        out[start : start + chunk] = evaluate(points[start : start + chunk]).float()
+    return out
