@@ -6,12 +6,21 @@ blocking from scripts) is driver.py's; what results become, field_objects.py's."
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import bpy
 import numpy as np
 
 from ..core.config import MIX_WEIGHT
-from ..core.service.tasks import BakeTask, ExtractSettings, ExtractTask, FitSpaceTask, FitTask, ReconstructTask
+from ..core.service.tasks import (
+    BakeTask,
+    CompressTask,
+    ExtractSettings,
+    ExtractTask,
+    FitSpaceTask,
+    FitTask,
+    ReconstructTask,
+)
 from . import colors, properties, storage
 from .driver import STATE, InputError, WorkerOperator, failure_text, idle, make_task
 from .field_objects import (
@@ -281,6 +290,54 @@ class NEURAL_FIELD_OT_bake_texture(WorkerOperator, bpy.types.Operator):
         next(node for node in material.node_tree.nodes if node.type == "TEX_IMAGE").image.pack()
         size = results[0]["size"]
         self.report({"INFO"}, f"Baked {obj.name}'s colour into a {size} x {size} texture: {self._image}")
+        return {"FINISHED"}
+
+
+class NEURAL_FIELD_OT_compress(WorkerOperator, bpy.types.Operator):
+    """Compress the active field into a small network at the target size (for delivery) and add it as a new field object over the original, with its bytes and its fidelity to the original"""
+
+    bl_idname = "neural_field.compress"
+    bl_label = "Compress"
+    bl_options = {"UNDO"}
+
+    steps: bpy.props.IntProperty(name="Steps", description="Training steps of the small network (0: the "
+                                 "device's default, 12,000 on a GPU, 6,000 on the CPU)", default=0, min=0)
+
+    @classmethod
+    def poll(cls, context):
+        return _field_object_poll(cls, context)
+
+    def fill_job(self, context, job: WorkerJob) -> None:
+        obj = context.active_object
+        if obj.neural_field.space_shape >= 0:
+            raise InputError(f"'{obj.name}' is a shape of a space: compress the space from the command line "
+                             "(compress SPACE.nfield), which keeps its one decoder")
+        path = _field_file(obj)
+        settings = context.scene.neural_field
+        # The small network's own surface: at level 0, never a sheet (compress keeps no sheet sides).
+        self._extract = replace(_extract_settings(settings), level=0.0, sheet=False)
+        job.add_task(make_task(
+            CompressTask, f"Cannot compress '{obj.name}'", source=path,
+            out_path=storage.new_field_path(obj.name + "_compressed"), bytes=int(round(settings.compress_kb * 1000)),
+            seed=settings.seed, steps=self.steps or None, device=job_device(context), extract=self._extract,
+            mesh_out=job.path("result.npz")))
+        self._target = obj.name
+
+    def apply(self, context, job, results, errors):
+        original = bpy.data.objects.get(self._target)
+        if not results or original is None:
+            self.report({"ERROR"}, f"Compress failed: {failure_text(errors, [self._target])}")
+            return {"CANCELLED"}
+        result = results[0]
+        report = result["report"]
+        obj = new_field_object(fields_collection(context.scene), f"{self._target}.compressed", result["mesh_out"],
+                               original)
+        record_field(obj, original.neural_field.source_name or original.name, result["field_path"],
+                     {**report, "encoding": "siren", "train_seconds": report["seconds"]}, self._extract, report)
+        obj.neural_field.compressed_bytes = int(report["bytes"])
+        select_only(context, [obj])
+        self.report({"INFO"}, f"Compressed {self._target} into {report['bytes']:,} bytes: Chamfer-L1 "
+                              f"{report['chamfer_l1']:.2e} of the diagonal against the original")
         return {"FINISHED"}
 
 

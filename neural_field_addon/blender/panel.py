@@ -113,6 +113,13 @@ class VIEW3D_PT_neural_field(bpy.types.Panel):
             row = box.row(align=True)
             row.operator("neural_field.bake_texture", icon="TEXTURE")
             row.prop(context.scene.neural_field, "texture_size", text="")
+        if record.compressed_bytes >= 0:
+            box.label(text=f"Compressed: {record.compressed_bytes / 1000:.1f} KB, measured against the original",
+                      icon="PACKAGE")
+        elif record.space_shape < 0:
+            row = box.row(align=True)
+            row.operator("neural_field.compress", icon="PACKAGE")
+            row.prop(context.scene.neural_field, "compress_kb", text="KB")
 
 
 _PREVIEWS = {}  # "collection": bpy.utils.previews collection holding the loss-curve thumbnail

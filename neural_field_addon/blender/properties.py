@@ -173,6 +173,9 @@ class NeuralFieldSceneSettings(bpy.types.PropertyGroup):
     texture_size: IntProperty(
         name="Texture Size", description="Texels a side of the texture Bake Texture makes of a field's colour",
         default=2048, min=64, max=8192)
+    compress_kb: FloatProperty(
+        name="Target Size", description="Compress: the compressed field file's size at most, in kilobytes "
+        "(1,000 bytes)", default=15.0, min=2.0, soft_max=200.0, precision=1)
     evaluate: BoolProperty(
         name="Measure Fidelity", description="After fitting, measure Chamfer distance, normal "
         "consistency and F-score of the result against the source", default=True)
@@ -228,6 +231,8 @@ class NeuralFieldObjectSettings(bpy.types.PropertyGroup):
                              "solid)", default=0.0, subtype="DISTANCE", precision=4)
     sheet: BoolProperty(name="Sheet", description="The mesh shows the shell's open sheet, not the closed shell",
                         default=False)
+    compressed_bytes: IntProperty(name="Compressed Size", description="A compressed field's file size in bytes "
+                                  "(-1: not a compressed field)", default=-1, min=-1)
     # Shape spaces: every shape's object references the one space file.
     space_shape: IntProperty(name="Shape in Space", description="This object's shape in its shape space "
                              "(-1: a single field)", default=-1, min=-1)

@@ -17,6 +17,7 @@ CLASSES = (
     operators.NEURAL_FIELD_OT_extract,
     operators.NEURAL_FIELD_OT_bake_texture,
     operators.NEURAL_FIELD_OT_reconstruct,
+    operators.NEURAL_FIELD_OT_compress,
     operators.NEURAL_FIELD_OT_locate_field,
     operators.NEURAL_FIELD_OT_cancel,
     operators.NEURAL_FIELD_OT_show_loss_curve,

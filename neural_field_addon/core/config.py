@@ -34,9 +34,34 @@ def thinnest_shell(box_extent: float, resolution: int) -> float:
     object units) still shows closed: SHELL_VOXELS voxels."""
     return SHELL_VOXELS * box_extent / resolution
 # How a field file keeps its parameters (io/codecs.py): the precisions, the default, the codecs.
-STORAGE_PRECISIONS = ("float32", "float16", "int8")
-DEFAULT_PRECISION = "float16"
+# Below 8 bits the integers still take a byte each in the archive: only entropy coding turns
+# their fewer levels into fewer bytes, so those precisions need the codec.
+# 'auto' (the default) picks by encoding: int8 for a hash grid, whose table is nearly all of a Fast
+# field's bytes and loses 2% of Chamfer at int8 (12.6 MB for the bunny, against 24.4 MB at float16
+# and 48.8 MB at float32; docs/BENCHMARKS.md), float16 for an MLP, whose few weights int8 would
+# move more than they save (an 8-bit Fourier MLP needs quantisation-aware training: compress).
+STORAGE_PRECISIONS = ("auto", "float32", "float16", "int8", "int6", "int5", "int4")
+DEFAULT_PRECISION = "auto"
 CODECS = (None, "lzma")
+
+
+# Compress (compression/compress.py): the bits a weight may take, and the default. At equal bytes
+# 8 bits beat 6 (a SIREN multiplies every weight's rounding by its omega of 30): the bunny at
+# 14 KB, Chamfer 3.4e-4 at 8 bits against 6.2e-4 at 6 (docs/BENCHMARKS.md).
+COMPRESS_BITS = (8, 6, 5, 4)
+COMPRESS_DEFAULT_BITS = 8
+
+
+def resolve_precision(precision: str, config) -> str:
+    """The precision 'auto' stands for with a field of `config` (a FieldConfig); others as given."""
+    if precision != "auto":
+        return precision
+    return "int8" if config.encoding == "hashgrid" else "float16"
+
+
+def storage_bits(precision: str) -> int | None:
+    """The integer bits of a quantised precision ('int6': 6), None for a float one."""
+    return int(precision[3:]) if precision.startswith("int") else None
 
 
 def check_storage(precision: str, codec) -> None:
@@ -44,6 +69,8 @@ def check_storage(precision: str, codec) -> None:
         raise ValueError(f"storage precision must be one of {', '.join(STORAGE_PRECISIONS)}; got {precision!r}")
     if codec not in CODECS:
         raise ValueError(f"codec must be 'lzma' or none; got {codec!r}")
+    if (storage_bits(precision) or 8) < 8 and codec is None:
+        raise ValueError(f"{precision} storage needs the lzma codec: below 8 bits only entropy coding saves bytes")
 
 
 # Extraction: "adaptive", a narrow band around the surface; "dense", every grid sample (the reference).

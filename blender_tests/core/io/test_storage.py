@@ -14,9 +14,9 @@ from neural_field_addon.core.config import FieldConfig, TrainConfig
 from neural_field_addon.core.fitting.fitter import FieldFitter
 from neural_field_addon.core.geometry import TriangleMesh
 from neural_field_addon.core.geometry.procedural import icosphere
-from neural_field_addon.core.io.codecs import BLOCK, decode, encode
+from neural_field_addon.core.io.codecs import BLOCK, decode, encode, is_packed
 from neural_field_addon.core.io.fieldfile import FieldFileError, load_field, save_field
-from neural_field_addon.core.io.fileheader import STORAGE_VERSION, read_header
+from neural_field_addon.core.io.fileheader import PACKED_VERSION, STORAGE_VERSION, read_header
 
 CONFIGS = {
     "fourier": FieldConfig(encoding="fourier", fourier_features=64, width=64, depth=2),
@@ -37,22 +37,26 @@ def _error(a, b) -> float:
     return float((a.evaluate_field_space(points) - b.evaluate_field_space(points)).abs().max())
 
 
-def test_a_field_is_stored_in_float16_by_default_at_half_the_bytes(field, tmp_path):
-    save_field(tmp_path / "half.nfield", field)
+def test_a_field_is_stored_in_float16_or_for_a_hash_grid_int8_by_default(field, tmp_path):
+    save_field(tmp_path / "default.nfield", field)
     save_field(tmp_path / "full.nfield", field, "float32")
-    header = read_header(tmp_path / "half.nfield")
-    assert header["version"] == STORAGE_VERSION and header["storage"]["precision"] == "float16"
-    half, full = (tmp_path / "half.nfield").stat().st_size, (tmp_path / "full.nfield").stat().st_size
-    assert half < 0.6 * full
-    assert _error(load_field(tmp_path / "half.nfield"), field) < 1e-3  # field units (the box is [-1, 1])
+    header = read_header(tmp_path / "default.nfield")
+    expected = "int8" if field.config.encoding == "hashgrid" else "float16"
+    assert header["version"] == STORAGE_VERSION and header["storage"]["precision"] == expected
+    small, full = (tmp_path / "default.nfield").stat().st_size, (tmp_path / "full.nfield").stat().st_size
+    assert small < (0.35 if expected == "int8" else 0.6) * full
+    bound = 2e-2 if expected == "int8" else 1e-3  # field units (the box is [-1, 1])
+    assert _error(load_field(tmp_path / "default.nfield"), field) < bound
     assert _error(load_field(tmp_path / "full.nfield"), field) == 0.0
 
 
 def test_int8_with_lzma_is_smaller_still_and_close(field, tmp_path):
-    save_field(tmp_path / "half.nfield", field)
+    save_field(tmp_path / "half.nfield", field, "float16")
     save_field(tmp_path / "small.nfield", field, "int8", "lzma")
     assert (tmp_path / "small.nfield").stat().st_size < 0.7 * (tmp_path / "half.nfield").stat().st_size
-    assert read_header(tmp_path / "small.nfield")["storage"] == {"precision": "int8", "block": BLOCK, "codec": "lzma"}
+    header = read_header(tmp_path / "small.nfield")
+    assert header["storage"] == {"precision": "int8", "block": BLOCK, "codec": "lzma"}
+    assert header["version"] == PACKED_VERSION and is_packed(tmp_path / "small.nfield")
     assert _error(load_field(tmp_path / "small.nfield"), field) < 2e-2
 
 
@@ -87,5 +91,56 @@ def test_a_damaged_quantised_array_is_refused_with_a_message(field, tmp_path):
 
 def test_an_unknown_storage_precision_is_refused(field, tmp_path):
     with pytest.raises(ValueError, match="storage precision"):
-        save_field(tmp_path / "x.nfield", field, "int4")
+        save_field(tmp_path / "x.nfield", field, "int3")
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_fewer_than_8_bits_need_the_codec(field, tmp_path):
+    with pytest.raises(ValueError, match="int6 storage needs the lzma codec"):
+        save_field(tmp_path / "x.nfield", field, "int6")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("precision", ["int6", "int4"])
+def test_fewer_bits_with_lzma_are_smaller_and_within_half_a_step(field, tmp_path, precision):
+    save_field(tmp_path / "int8.nfield", field, "int8", "lzma")
+    save_field(tmp_path / "small.nfield", field, precision, "lzma")
+    assert (tmp_path / "small.nfield").stat().st_size < (tmp_path / "int8.nfield").stat().st_size
+    back = load_field(tmp_path / "small.nfield")
+    levels = 2 ** (int(precision[3:]) - 1) - 1
+    for (name, original), (_, stored) in zip(field.network.state_dict().items(), back.network.state_dict().items()):
+        if original.is_floating_point() and original.numel() >= 256:
+            step = float(original.abs().max()) / levels
+            assert float((stored - original).abs().max()) <= 0.5 * step * 1.01 + 1e-7, name
+
+
+def test_a_packed_file_leaves_out_what_the_seed_rebuilds(field, tmp_path):
+    save_field(tmp_path / "packed.nfield", field, "float32", "lzma")
+    header = read_header(tmp_path / "packed.nfield")
+    if field.config.encoding == "fourier":
+        assert "param/encoding.projection" in header["derived"]
+    assert _error(load_field(tmp_path / "packed.nfield"), field) == 0.0
+
+
+def test_version_7_files_written_as_zips_with_lzma_still_load(field, tmp_path):
+    # The layout the previous release wrote for int8 + LZMA: a zip of LZMA-compressed members.
+    import json
+
+    header = {"format": "neural-field", "version": STORAGE_VERSION, "field_config": {
+        k: v for k, v in __import__("dataclasses").asdict(field.config).items()
+        if k not in ("latent_grid", "latent_grid_features")},
+        "transform": field.transform.as_dict(), "box_low": [float(v) for v in field.box_low],
+        "box_high": [float(v) for v in field.box_high], "report": {},
+        "storage": {"precision": "int8", "block": BLOCK, "codec": "lzma"}}
+    members = {"__header__": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
+    buffers = {name for name, _ in field.network.named_buffers()}
+    for name, tensor in field.network.state_dict().items():
+        array = tensor.numpy()
+        members.update(encode(f"param/{name}", array, "float32" if name in buffers else "int8"))
+    path = tmp_path / "v7.nfield"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_LZMA) as archive:
+        for key, array in members.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
+            archive.writestr(f"{key}.npy", buffer.getvalue())
+    assert _error(load_field(path), field) < 2e-2

@@ -113,6 +113,31 @@ def test_extract_with_normals_writes_unit_outward_vertex_normals(torus_run, tmp_
     assert all(line.count("//") == 3 for line in lines if line.startswith("f "))
 
 
+def test_compress_writes_a_field_within_its_bytes_that_extracts_like_any(torus_run, tmp_path):
+    small = tmp_path / "small.nfield"
+    result = last_json_line(run_cli("compress", torus_run["field"], "-o", small, "--bytes", "4000", "--steps", "200",
+                                    "--device", "cpu", "--json"))
+    assert small.stat().st_size <= 4000 and result["report"]["bytes"] == small.stat().st_size
+    assert result["report"]["reference"] == "the teacher's surface" and result["report"]["chamfer_l1"] > 0
+    surface = tmp_path / "small.obj"
+    run_cli("extract", small, "-o", surface, "--resolution", RESOLUTION, "--device", "cpu")
+    vertices, faces = read_obj(surface)
+    assert len(faces) > 100
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bytes", "4000", "--chamfer", "1e-3"], "not allowed with argument"),
+    (["--bytes", "100"], "below the smallest compressed field"),
+    (["--chamfer", "2"], "chamfer must lie in"),
+    (["--bytes", "4000", "--bits", "3"], "invalid choice"),
+])
+def test_compress_refuses_bad_targets_with_one_line(torus_run, tmp_path, args, message):
+    result = run_cli("compress", torus_run["field"], "-o", tmp_path / "x.nfield", *args, "--device", "cpu",
+                     check=False)
+    assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "x.nfield").exists()
+
+
 def test_eval_of_the_fitted_torus_reports_chamfer_below_bound(torus_run):
     result = last_json_line(torus_run["eval"])
     # Measured 2.7e-4 of the diagonal.

@@ -15,18 +15,54 @@ An encoded array is one or three archive members: `key` itself (float32 or float
 `key:q` (int8, padded to whole blocks), `key:scale` (float16, one per block) and `key:shape`.
 `DecodedArchive` reads them back as float32 arrays under the plain keys, so the readers of the
 format see one kind of archive whatever the precision.
+
+Quantisation below 8 bits ('int6', 'int5', 'int4') keeps the same blocks with fewer levels
+(2^(bits-1) - 1 either side of zero), and `fake_quantize` in compression/quantization.py
+rounds a tensor exactly as `quantise` does, so a network trained through it is stored without
+further loss.
+
+With the codec, a file is not a zip but a packed container (`pack` / `unpack`): PACKED_MAGIC,
+then one xz stream (CRC-checked, so a damaged payload is refused) holding the header, every
+float and integer array's bytes, and last every quantised value as one zigzag byte, so LZMA's
+literal coder sees one distribution of small integers. A small field's zip directory alone
+(about 100 bytes a member) would cost more than its weights.
 """
 
 from __future__ import annotations
 
+import json
+import lzma
+import struct
+
 import numpy as np
 
-from ..config import CODECS, STORAGE_PRECISIONS, check_storage  # noqa: F401 - part of this module's interface
+from ..config import CODECS, STORAGE_PRECISIONS, check_storage, storage_bits  # noqa: F401 - this module's interface
 
 BLOCK = 64
 SMALL_ARRAY = 4 * BLOCK
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 _PARTS = (":q", ":scale", ":shape")
+
+
+def quantise(array: np.ndarray, bits: int):
+    """(integers (blocks, BLOCK) int8, scales (blocks,) float16) of a float array at `bits`: each
+    block of BLOCK values (the flattened array, zero-padded) scaled so its largest magnitude maps
+    to 2^(bits-1) - 1, with the scale rounded to float16 before dividing, so decoding inverts
+    exactly what was done."""
+    levels = 2 ** (bits - 1) - 1
+    flat = np.asarray(array, dtype=np.float32).reshape(-1)
+    blocks = np.zeros((-(-flat.size // BLOCK), BLOCK), dtype=np.float32)
+    blocks.reshape(-1)[: flat.size] = flat
+    scale = (np.abs(blocks).max(axis=1) / np.float32(levels)).astype(np.float16)
+    divisor = np.where(scale > 0, scale.astype(np.float32), 1.0)[:, None]
+    return np.clip(np.rint(blocks / divisor), -levels, levels).astype(np.int8), scale
+
+
+def _kept_as_float(array: np.ndarray, precision: str) -> bool:
+    """Whether an array stays a float at `precision`: float32 asked, values float16 cannot hold
+    (it would overflow), or (below float32) too few values for block scales to pay."""
+    finite_range = float(np.abs(array).max()) if array.size else 0.0
+    return precision == "float32" or finite_range > FLOAT16_MAX or not np.all(np.isfinite(array))
 
 
 def encode(key: str, array: np.ndarray, precision: str) -> dict:
@@ -36,18 +72,11 @@ def encode(key: str, array: np.ndarray, precision: str) -> dict:
     if not np.issubdtype(array.dtype, np.floating):
         return {key: array}
     array = array.astype(np.float32)
-    finite_range = float(np.abs(array).max()) if array.size else 0.0
-    if precision == "float32" or finite_range > FLOAT16_MAX or not np.all(np.isfinite(array)):
-        return {key: array}  # float16 would overflow: kept as it is
+    if _kept_as_float(array, precision):
+        return {key: array}
     if precision == "float16" or array.size < SMALL_ARRAY:
         return {key: array.astype(np.float16)}
-    flat = array.reshape(-1)
-    blocks = np.zeros((-(-flat.size // BLOCK), BLOCK), dtype=np.float32)
-    blocks.reshape(-1)[: flat.size] = flat
-    scale = (np.abs(blocks).max(axis=1) / 127.0).astype(np.float16)
-    # Quantise with the stored (float16-rounded) scale, so decoding inverts exactly what was done.
-    divisor = np.where(scale > 0, scale.astype(np.float32), 1.0)[:, None]
-    quantised = np.clip(np.rint(blocks / divisor), -127, 127).astype(np.int8)
+    quantised, scale = quantise(array, storage_bits(precision))
     return {f"{key}:q": quantised.reshape(-1), f"{key}:scale": scale,
             f"{key}:shape": np.asarray(array.shape, dtype=np.int64)}
 
@@ -89,3 +118,111 @@ class DecodedArchive:
 
     def __contains__(self, key: str) -> bool:
         return key in self.files
+
+
+# ----------------------------------------------------------------------------- packed container
+
+PACKED_MAGIC = b"NFPK"
+# LZMA2 with no literal context (lc=0): the values are integers and raw floats, not text, so the
+# previous byte says little about the next; xz's CRC32 makes a damaged payload an error.
+_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "lc": 0, "lp": 0, "pb": 0}]
+_DTYPES = {"f4": np.float32, "f2": np.float16, "i8": np.int64, "i4": np.int32, "u1": np.uint8, "b1": np.bool_}
+
+
+def is_packed(path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(len(PACKED_MAGIC)) == PACKED_MAGIC
+
+
+def pack(header: dict, arrays: dict, precisions: dict) -> bytes:
+    """The packed container of a header (a JSON object) and named arrays, each at its precision
+    in `precisions` (float32 where not named)."""
+    members, plain, values = [], [], []
+    for key, array in arrays.items():
+        array = np.asarray(array)
+        precision = precisions.get(key, "float32")
+        if np.issubdtype(array.dtype, np.floating):
+            array = array.astype(np.float32)
+            bits = storage_bits(precision)
+            if bits is not None and array.size >= SMALL_ARRAY and not _kept_as_float(array, precision):
+                quantised, scale = quantise(array, bits)
+                members.append([key, "q", list(array.shape), bits])
+                plain.append(scale.tobytes())
+                flat = quantised.reshape(-1)[: array.size].astype(np.int16)
+                values.append(np.where(flat >= 0, 2 * flat, -2 * flat - 1).astype(np.uint8).tobytes())
+                continue
+            if precision != "float32" and not _kept_as_float(array, precision):
+                array = array.astype(np.float16)
+        code = array.dtype.str[1:]
+        if code not in _DTYPES:
+            raise ValueError(f"cannot pack {key} of dtype {array.dtype}")
+        members.append([key, code, list(array.shape)])
+        plain.append(np.ascontiguousarray(array).tobytes())
+    text = json.dumps({**header, "members": members}, separators=(",", ":")).encode("utf-8")
+    payload = struct.pack("<I", len(text)) + text + b"".join(plain) + b"".join(values)
+    return PACKED_MAGIC + lzma.compress(payload, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=_LZMA_FILTERS)
+
+
+class PackedArchive:
+    """A packed container read back: `files` and `archive[key]` as an NpzFile offers them (the
+    header as '__header__', UTF-8 bytes in a uint8 array; quantised arrays decoded to float32)."""
+
+    def __init__(self, data: bytes):
+        try:
+            self._read(data)
+        except (KeyError, IndexError, TypeError, struct.error, UnicodeDecodeError) as error:
+            raise ValueError(f"its payload does not match its header ({error!r})") from error
+
+    def _read(self, data: bytes) -> None:
+        if not data.startswith(PACKED_MAGIC):
+            raise ValueError("not a packed field file")
+        try:
+            payload = lzma.decompress(data[len(PACKED_MAGIC):], format=lzma.FORMAT_XZ)
+        except lzma.LZMAError as error:
+            raise ValueError(f"its compressed payload is damaged ({error})") from error
+        if len(payload) < 4:
+            raise ValueError("its payload is truncated")
+        (length,) = struct.unpack("<I", payload[:4])
+        text = payload[4 : 4 + length]
+        header = json.loads(text.decode("utf-8"))
+        members = header.pop("members")
+        self._arrays = {"__header__": np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)}
+        quantised = [m for m in members if m[1] == "q"]
+        offset = 4 + length
+        scales = {}
+        for key, code, shape, *bits in members:
+            if code == "q":
+                count = -(-int(np.prod(shape)) // BLOCK)
+                scales[key] = np.frombuffer(payload, np.float16, count, offset)
+                offset += 2 * count
+            else:
+                dtype = np.dtype(_DTYPES[code])
+                count = int(np.prod(shape))
+                self._arrays[key] = np.frombuffer(payload, dtype, count, offset).reshape(shape)
+                offset += dtype.itemsize * count
+        for key, _, shape, bits in quantised:
+            count = int(np.prod(shape))
+            zigzag = np.frombuffer(payload, np.uint8, count, offset).astype(np.int16)
+            offset += count
+            values = np.where(zigzag % 2 == 0, zigzag // 2, -(zigzag + 1) // 2).astype(np.float32)
+            if np.abs(values).max(initial=0) > 2 ** (bits - 1) - 1:
+                raise ValueError(f"{key} holds values beyond {bits} bits")
+            padded = np.zeros(len(scales[key]) * BLOCK, dtype=np.float32)
+            padded[:count] = values
+            self._arrays[key] = (padded.reshape(-1, BLOCK) * scales[key].astype(np.float32)[:, None]).reshape(-1)[
+                :count].reshape(shape)
+        if offset != len(payload):
+            raise ValueError(f"its payload holds {len(payload) - offset} bytes its header does not describe")
+        self.files = list(self._arrays)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self._arrays[key]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def close(self) -> None:
+        pass

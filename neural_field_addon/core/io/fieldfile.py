@@ -18,13 +18,17 @@ out), so earlier add-ons read what they can and refuse the rest as newer. Versio
 a space with colour; without colour a file keeps its earlier version. Version 6 is a shell field
 with a side network, whose sheet can be extracted. Version 7 stores arrays below float32
 (io/codecs.py: float16, the default, or int8 with block scales) or entropy-coded; the header's
-`storage` says how, and every array reads back as float32.
+`storage` says how, and every array reads back as float32. Version 8 is the packed container
+(io/codecs.py) that entropy coding now writes: no zip, arrays down to 4 bits, and buffers a
+freshly built network reproduces (a Fourier projection drawn from the seed) left out, listed
+under the header's `derived`; version-7 zips still read.
 It is read with `allow_pickle=False`, so loading a file never executes code. Writes go to a
 temporary file in the same folder and are renamed into place, so a crash never leaves half a file.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import zipfile
@@ -32,20 +36,21 @@ import zipfile
 import numpy as np
 import torch
 
-from ..config import DEFAULT_PRECISION, FieldConfig, config_from_dict, config_to_dict
+from ..config import DEFAULT_PRECISION, FieldConfig, config_from_dict, config_to_dict, resolve_precision
 from ..fields.color import color_network
 from ..fields.field import NeuralField
 from ..fields.networks import FieldNetwork
 from ..fields.shapespace import ShapeSpace
 from ..fields.sides import side_network
 from ..geometry import FieldTransform
-from .codecs import BLOCK, DecodedArchive, check_storage, encode
+from .codecs import BLOCK, PACKED_MAGIC, DecodedArchive, PackedArchive, check_storage, encode, pack
 from .fileheader import (  # noqa: F401 - the header's names are part of this module's interface
     COLOR_VERSION,
     FIELD_VERSION,
     FORMAT_NAME,
     FORMAT_VERSION,
     GRID_SPACE_VERSION,
+    PACKED_VERSION,
     SIDES_VERSION,
     SPACE_CONTENT,
     SPACE_VERSION,
@@ -63,6 +68,11 @@ from .fileheader import (  # noqa: F401 - the header's names are part of this mo
 def save_field(path: str | os.PathLike, field: NeuralField, precision: str = DEFAULT_PRECISION,
                codec: str | None = None) -> None:
     """Write a field, its arrays at `precision` and (codec 'lzma') entropy-coded (io/codecs.py)."""
+    write_content(path, field_content(field, precision, codec))
+
+
+def field_content(field: NeuralField, precision: str = DEFAULT_PRECISION, codec: str | None = None) -> bytes:
+    """The bytes save_field writes: what a field costs to keep or send at this storage."""
     header = {
         "format": FORMAT_NAME,
         "version": FIELD_VERSION,
@@ -74,12 +84,17 @@ def save_field(path: str | os.PathLike, field: NeuralField, precision: str = DEF
     }
     _describe(header, "color_config", field.color_config, COLOR_VERSION)
     _describe(header, "side_config", field.side_config, SIDES_VERSION)
-    _write(path, header, {"param": field.network, "color": field.color_network, "sides": field.side_network}, {},
-           precision, codec)
+    return _content(header, {"param": field.network, "color": field.color_network, "sides": field.side_network}, {},
+                    precision, codec)
 
 
 def save_space(path: str | os.PathLike, space, precision: str = DEFAULT_PRECISION, codec: str | None = None) -> None:
     """Write a ShapeSpace (decoder, codes, names, per-shape transforms), stored as save_field."""
+    write_content(path, space_content(space, precision, codec))
+
+
+def space_content(space, precision: str = DEFAULT_PRECISION, codec: str | None = None) -> bytes:
+    """The bytes save_space writes."""
     header = {
         "format": FORMAT_NAME,
         "version": GRID_SPACE_VERSION if space.grids is not None else SPACE_VERSION,
@@ -99,7 +114,7 @@ def save_space(path: str | os.PathLike, space, precision: str = DEFAULT_PRECISIO
     _describe(header, "color_config", space.color_config, COLOR_VERSION)
     if space.color_codes is not None:
         arrays["space/color_codes"] = space.color_codes.detach().float().cpu().numpy()
-    _write(path, header, {"param": space.network, "color": space.color_network}, arrays, precision, codec)
+    return _content(header, {"param": space.network, "color": space.color_network}, arrays, precision, codec)
 
 
 def _describe(header: dict, key: str, config, version: int) -> None:
@@ -123,47 +138,80 @@ def is_space(path: str | os.PathLike) -> bool:
     return read_header(path).get("content") == SPACE_CONTENT
 
 
-def _write(path, header: dict, networks: dict, extra: dict, precision: str, codec) -> None:
-    """Write the archive atomically: each network's state under its prefix ('param' the field's
-    own, 'color', 'sides'; None skipped) beside the `extra` arrays."""
+def _content(header: dict, networks: dict, extra: dict, precision: str, codec) -> bytes:
+    """A file's bytes: each network's state under its prefix ('param' the field's own, 'color',
+    'sides'; None skipped) beside the `extra` arrays; a zip (an .npz) without a codec, the packed
+    container with one."""
     check_storage(precision, codec)
-    path = os.fspath(path)
+    precision = resolve_precision(precision, config_from_dict(FieldConfig, header["field_config"]))
     arrays = dict(extra)
     fixed = set()  # the networks' buffers, kept in float32 (below)
+    derived = []  # buffers a fresh network reproduces: left out of a packed file
     for prefix, network in networks.items():
         if network is None:
             continue
+        fresh = _fresh_buffers(network) if codec is not None else {}
         buffers = {name for name, _ in network.named_buffers()}
         for name, tensor in network.state_dict().items():
             tensor = tensor.detach().cpu()
+            if name in fresh and torch.equal(fresh[name], tensor):
+                derived.append(f"{prefix}/{name}")
+                continue
             arrays[f"{prefix}/{name}"] = (tensor.float() if tensor.is_floating_point() else tensor).numpy()
             if name in buffers:
                 fixed.add(f"{prefix}/{name}")
     if precision != "float32" or codec is not None:
         header["version"] = max(header["version"], STORAGE_VERSION)
         header["storage"] = {"precision": precision, "block": BLOCK, "codec": codec}
-    members = {"__header__": np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)}
-    for key, array in arrays.items():
-        # Buffers (a Fourier projection, a fixed code) are not learned: rounding them moves every
-        # feature at once (int8 projections: 1.8e-2 of error, against 2.3e-3 for the weights alone).
-        members.update(encode(key, array, "float32" if key in fixed else precision))
+    # Buffers (a Fourier projection, a fixed code) are not learned: rounding them moves every
+    # feature at once (int8 projections: 1.8e-2 of error, against 2.3e-3 for the weights alone).
+    precisions = {key: "float32" if key in fixed else precision for key in arrays}
+    if codec is not None:
+        header["version"] = max(header["version"], PACKED_VERSION)
+        header["derived"] = derived
+        return pack(header, arrays, precisions)
+    buffer = io.BytesIO()
+    _write_zip(buffer, header, arrays, precisions)
+    return buffer.getvalue()
+
+
+def write_content(path, content: bytes) -> None:
+    """Write `content` to a temporary file in the same folder and rename it into place, so a
+    crash never leaves half a file."""
+    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    compression = zipfile.ZIP_LZMA if codec == "lzma" else zipfile.ZIP_STORED
     try:
         with open(temporary, "wb") as handle:
-            # The archive np.savez writes, with the members compressed where a codec is asked.
-            with zipfile.ZipFile(handle, "w", compression=compression, allowZip64=True) as archive:
-                for key, array in members.items():
-                    with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
-                        np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+            handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def _write_zip(handle, header: dict, arrays: dict, precisions: dict) -> None:
+    """The archive np.savez writes, each array encoded at its precision (io/codecs.py)."""
+    members = {"__header__": np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)}
+    for key, array in arrays.items():
+        members.update(encode(key, array, precisions[key]))
+    with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for key, array in members.items():
+            with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def _fresh_buffers(network) -> dict:
+    """The buffers a freshly built network of the same config holds (its seed fixes them), or
+    none for a network that is not built from a config alone."""
+    if type(network) is not FieldNetwork:
+        return {}
+    with torch.device("cpu"):
+        fresh = FieldNetwork(network.config, network.outputs)
+    return {name: buffer for name, buffer in fresh.named_buffers()}
 
 
 def load(path: str | os.PathLike, device: str = "cpu") -> NeuralField | ShapeSpace:
@@ -182,9 +230,23 @@ def load_space(path: str | os.PathLike, device: str = "cpu") -> ShapeSpace:
     return _load(path, device, "space")
 
 
+def load_content(content: bytes, device: str = "cpu", label: str = "the compressed field"):
+    """What a file's bytes (field_content, space_content) hold, without a file: a NeuralField
+    or a ShapeSpace."""
+    try:
+        data = PackedArchive(content) if content.startswith(PACKED_MAGIC) else np.load(io.BytesIO(content))
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise FieldFileError(f"{label} is corrupt: {error}") from error
+    return _from_archive(label, data, device, None)
+
+
 def _load(path, device: str, expected: str | None):
     path = os.fspath(path)
-    with open_archive(path) as data:
+    return _from_archive(path, open_archive(path), device, expected)
+
+
+def _from_archive(path: str, archive, device: str, expected: str | None):
+    with archive as data:
         header = parse_header(path, data)
         data = DecodedArchive(data)
         space = header.get("content") == SPACE_CONTENT
@@ -260,7 +322,7 @@ def _network(header: dict, data):
     """The config and network (with its weights) a header and archive describe."""
     config = config_from_dict(FieldConfig, header["field_config"])
     network = FieldNetwork(config)
-    state = {key[len("param/") :]: torch.from_numpy(np.array(data[key])) for key in data.files if key.startswith("param/")}
+    state = _state(header, data, "param/", network)
     if header["version"] == 1:
         state = _state_from_version_1(state)
     network.load_state_dict(state, strict=True)
@@ -282,10 +344,21 @@ def _second_network(header: dict, data, key: str, prefix: str, build):
     `prefix` parameters."""
     config = config_from_dict(FieldConfig, header[key])
     network = build(config)
-    state = {name[len(prefix) :]: torch.from_numpy(np.array(data[name])) for name in data.files
-             if name.startswith(prefix)}
+    state = _state(header, data, prefix, network)
     network.load_state_dict(state, strict=True)
     return config, network
+
+
+def _state(header: dict, data, prefix: str, network) -> dict:
+    """A network's state from the archive's `prefix` arrays, with the buffers the header lists as
+    derived taken from the freshly built `network`."""
+    state = {name[len(prefix) :]: torch.from_numpy(np.array(data[name])) for name in data.files
+             if name.startswith(prefix)}
+    derived = header.get("derived", [])
+    for name, buffer in network.named_buffers():
+        if f"{prefix}{name}" in derived:
+            state[name] = buffer
+    return state
 
 
 def _state_from_version_1(state: dict) -> dict:

@@ -10,14 +10,17 @@ import zipfile
 
 import numpy as np
 
+from .codecs import PACKED_MAGIC, PackedArchive
+
 FORMAT_NAME = "neural-field"
-FORMAT_VERSION = 7  # the newest version this add-on reads
+FORMAT_VERSION = 8  # the newest version this add-on reads
 FIELD_VERSION = 2  # what single fields are written as
 SPACE_VERSION = 3  # shape spaces
 GRID_SPACE_VERSION = 4  # shape spaces with latent grids
 COLOR_VERSION = 5  # fields and spaces with colour
 SIDES_VERSION = 6  # shell fields with a side network (their sheets can be extracted)
 STORAGE_VERSION = 7  # arrays stored below float32 (io/codecs.py) or entropy-coded
+PACKED_VERSION = 8  # the packed, entropy-coded container (io/codecs.py) and derived buffers left out
 SPACE_CONTENT = "shape-space"
 SUFFIX = ".nfield"
 
@@ -38,6 +41,9 @@ def open_archive(path):
     if not os.path.isfile(path):
         raise FieldFileError(f"field file not found: {path}")
     try:
+        with open(path, "rb") as handle:
+            if handle.read(len(PACKED_MAGIC)) == PACKED_MAGIC:
+                return PackedArchive(PACKED_MAGIC + handle.read())
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as error:
         raise FieldFileError(f"field file {path} is corrupt or not a field file: {error}") from error

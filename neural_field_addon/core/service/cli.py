@@ -1,4 +1,4 @@
-"""Command line: python -m neural_field_addon.core {fit,fit-space,extract,reconstruct,eval,sdf} ...
+"""Command line: python -m neural_field_addon.core {fit,fit-space,extract,reconstruct,compress,eval,sdf} ...
 
 It turns arguments into tasks (tasks.py) and runs them (runners.py), as the worker does with its
 job files, so both accept and refuse the same things. Human-readable output and the progress bar
@@ -14,6 +14,8 @@ import sys
 
 from ..config import (
     ACTIVATIONS,
+    COMPRESS_BITS,
+    COMPRESS_DEFAULT_BITS,
     DEFAULT_PRECISION,
     DEVICES,
     ENCODINGS,
@@ -28,6 +30,7 @@ from ..config import (
 )
 from .tasks import (
     EVAL_SAMPLES,
+    CompressTask,
     EvalTask,
     ExtractSettings,
     ExtractTask,
@@ -83,9 +86,11 @@ def _add_fit_options(parser: argparse.ArgumentParser) -> None:
     for flag, _, name, kind, text in _FIELD_FLAGS:
         parser.add_argument(flag, type=kind, default=None, choices=_CHOICES.get(name), help=text)
     parser.add_argument("--storage", choices=STORAGE_PRECISIONS, default=DEFAULT_PRECISION,
-                        help="how the file keeps the parameters: float16 (default; loses nothing a fit shows), "
-                             "int8 with a scale per block of 64 (a quarter of float32), or float32 (as trained)")
-    parser.add_argument("--lzma", action="store_true", help="also entropy-code the file (LZMA)")
+                        help="how the file keeps the parameters: auto (default: int8 for a hash grid, float16 for an "
+                             "MLP), float16, int8 (a scale per block of 64: a quarter of float32), int6/int5/int4 "
+                             "(with --lzma), or float32 (as trained)")
+    parser.add_argument("--lzma", action="store_true",
+                        help="also entropy-code the file (LZMA, in the packed container)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,6 +160,23 @@ def build_parser() -> argparse.ArgumentParser:
     recon.add_argument("--device", choices=DEVICES, default="auto")
     recon.add_argument("--json", action="store_true")
 
+    small = sub.add_parser("compress", help="a compact field for delivery: a field (or a mesh) as a small network "
+                                            "at a size or a fidelity")
+    small.add_argument("source", help="a field file (.nfield: a field or a shape space) or a mesh (OBJ, PLY, NPZ)")
+    small.add_argument("-o", "--output", required=True, help="compressed field file to write (.nfield)")
+    target = small.add_mutually_exclusive_group(required=True)
+    target.add_argument("--bytes", type=int, default=None, help="the file's size at most, in bytes")
+    target.add_argument("--chamfer", type=float, default=None,
+                        help="the smallest file whose Chamfer-L1 to the source's surface is within this, relative to "
+                             "the bounding-box diagonal (e.g. 5e-4)")
+    small.add_argument("--bits", type=int, choices=COMPRESS_BITS, default=COMPRESS_DEFAULT_BITS,
+                       help="bits a weight of a single field (a shape space picks its own)")
+    small.add_argument("--steps", type=int, default=None, help="training steps of the small network "
+                                                              "(default: 12000 on CUDA, 6000 on the CPU)")
+    small.add_argument("--seed", type=int, default=0)
+    small.add_argument("--device", choices=DEVICES, default="auto")
+    small.add_argument("--json", action="store_true")
+
     evaluate = sub.add_parser("eval", help="fidelity of CANDIDATE against REFERENCE")
     evaluate.add_argument("reference")
     evaluate.add_argument("candidate")
@@ -215,6 +237,9 @@ def task_from_args(args) -> Task:
     if args.command == "reconstruct":
         return ReconstructTask(space_path=args.space, input=args.input, mesh_out=args.output, steps=args.steps,
                                seed=args.seed, device=args.device, extract=ExtractSettings(resolution=args.resolution))
+    if args.command == "compress":
+        return CompressTask(source=args.source, out_path=args.output, bytes=args.bytes, chamfer=args.chamfer,
+                            bits=args.bits, steps=args.steps, seed=args.seed, device=args.device)
     if args.command == "eval":
         return EvalTask(reference=args.reference, candidate=args.candidate, samples=args.samples, seed=args.seed)
     return SdfTask(mesh=args.mesh, points=args.points, output=args.output, device=args.device)
@@ -271,6 +296,18 @@ def summary(task: Task, result: dict) -> tuple[str, dict]:
                 f"{result['faces']} triangles in {result['seconds']:.2f} s"), {
             "mesh": task.mesh_out, "input": result["input"], "vertices": result["vertices"],
             "faces": result["faces"], "seconds": result["seconds"]}
+    if isinstance(task, CompressTask):
+        report = result["report"]
+        if "chamfer_l1" in report:
+            text = (f"wrote {task.out_path}: {report['bytes']:,} bytes ({report['parameters']:,} weights at "
+                    f"{report['bits']} bits), Chamfer-L1 {report['chamfer_l1']:.3e} and normal consistency "
+                    f"{report['normal_consistency']:.4f} against {report['reference']}, in {report['seconds']:.1f} s")
+        else:
+            worst = report["worst_chamfer_l1"]
+            fidelity = f", worst shape's Chamfer-L1 {worst:.3e}" if worst is not None else ""
+            text = (f"wrote {task.out_path}: a shape space of {report['shapes']} shapes in {report['bytes']:,} bytes "
+                    f"at {report['bits']} bits{fidelity}")
+        return text, {"field": task.out_path, "report": report}
     if isinstance(task, EvalTask):
         color = f", colour PSNR {result['color_psnr']:.2f} dB (sRGB)" if "color_psnr" in result else ""
         return (f"Chamfer-L1 {result['chamfer_l1']:.3e} of the diagonal, normal consistency "

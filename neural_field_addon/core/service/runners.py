@@ -17,6 +17,7 @@ import numpy as np
 
 from .tasks import (
     BakeTask,
+    CompressTask,
     EvalTask,
     ExtractSettings,
     ExtractTask,
@@ -279,8 +280,45 @@ def run_sdf(task: SdfTask, events: Events) -> dict:
     return {"output": task.output, "points": len(distances), "seconds": seconds}
 
 
+def run_compress(task: CompressTask, events: Events) -> dict:
+    """A compact field of the task's source at its target, written to out_path (and a single
+    field's surface to mesh_out); the report says its bytes and its fidelity to the source."""
+    from ..compression.compress import compress, compress_space
+    from ..devices import resolve_device
+    from ..fields.shapespace import ShapeSpace
+    from ..io.fieldfile import load, write_content
+    from ..io.meshio import load_mesh
+
+    device = resolve_device(task.device)
+    source = load_mesh(task.source) if task.from_mesh else load(task.source, device=device)
+    what = "mesh" if task.from_mesh else ("shape space" if isinstance(source, ShapeSpace) else "field")
+    target = f"{task.bytes:,} bytes" if task.bytes is not None else f"Chamfer {task.chamfer:.2e}"
+    events.log(f"compressing the {what} {task.source} to {target} on {device}")
+    if isinstance(source, ShapeSpace):
+        if task.extract is not None:
+            raise ValueError("a compressed shape space has many shapes: extract one with extract --shape I")
+        result = compress_space(source, target_bytes=task.bytes, target_chamfer=task.chamfer, device=device)
+    else:
+        result = compress(source, target_bytes=task.bytes, target_chamfer=task.chamfer, bits=task.bits,
+                          device=device, seed=task.seed, steps=task.steps, on_progress=events.progress)
+    for note in result.report.get("notes", []):
+        events.warning(note)
+    write_content(task.out_path, result.content)
+    report = {**result.report, "source": task.source}
+    if "chamfer_l1" in report:
+        events.log(f"{report['bytes']:,} bytes ({report['parameters']:,} weights at {report['bits']} bits): "
+                   f"Chamfer {report['chamfer_l1']:.2e} and normal consistency {report['normal_consistency']:.4f} "
+                   f"against {report['reference']}")
+    out = {"field_path": task.out_path, "report": report}
+    if task.extract is not None:
+        with _removed_on_failure(task.out_path):
+            extracted = _extract_to_file(result.field, task.extract, task.mesh_out, events)
+        out.update(mesh_out=task.mesh_out, extract_seconds=extracted.seconds)
+    return out
+
+
 RUNNERS = {FitTask: run_fit, FitSpaceTask: run_fit_space, ExtractTask: run_extract, ReconstructTask: run_reconstruct,
-           BakeTask: run_bake, EvalTask: run_eval, SdfTask: run_sdf}
+           BakeTask: run_bake, EvalTask: run_eval, SdfTask: run_sdf, CompressTask: run_compress}
 
 
 @dataclass

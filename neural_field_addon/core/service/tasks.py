@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import ClassVar
 
 from ..config import (
+    COMPRESS_BITS,
+    COMPRESS_DEFAULT_BITS,
     DEFAULT_PRECISION,
     DEVICES,
     EXTRACTION_METHODS,
@@ -40,7 +42,8 @@ def _choice(name: str, value, choices) -> None:
 
 
 def _integer(name: str, value, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or int(value) != value:
         raise ValueError(f"{name} must be a whole number, got {value!r}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {int(value)}")
@@ -414,8 +417,62 @@ class SdfTask(Task):
         return replace(self, device="cpu")
 
 
+MESH_SUFFIXES = (".obj", ".ply", ".npz")
+
+
+@dataclass(frozen=True)
+class CompressTask(Task):
+    """Compress a field file (a single field, distilled into a small network; a shape space, its
+    decoder and codes quantised together) or a mesh file (fitted directly) into `out_path` at
+    `bytes` (its file no larger) or at `chamfer` (the smallest whose Chamfer-L1 to the source's
+    surface is within it, relative to the diagonal); one of the two. With `extract`, a single
+    field's surface is also written to `mesh_out`."""
+
+    type: ClassVar[str] = "compress"
+    paths: ClassVar[tuple] = ("source", "out_path", "mesh_out")
+    source: str
+    out_path: str
+    bytes: int | None = None
+    chamfer: float | None = None
+    bits: int = COMPRESS_DEFAULT_BITS
+    device: str = "auto"
+    seed: int = 0
+    steps: int | None = None
+    extract: ExtractSettings | None = None
+    mesh_out: str | None = None
+
+    def __post_init__(self):
+        if (self.bytes is None) == (self.chamfer is None):
+            raise ValueError("compress needs one target: bytes (a size) or chamfer (a fidelity), not both")
+        if self.bytes is not None:
+            _set(self, "bytes", _integer("bytes", self.bytes, minimum=1))
+        if self.chamfer is not None:
+            value = _number("chamfer", self.chamfer)
+            if not 0 < value < 1:
+                raise ValueError(f"chamfer must lie in (0, 1) (relative to the diagonal), got {value!r}")
+            _set(self, "chamfer", value)
+        _set(self, "bits", _integer("bits", self.bits))
+        _choice("bits", self.bits, COMPRESS_BITS)
+        _set(self, "seed", _integer("seed", self.seed))
+        if self.steps is not None:
+            _set(self, "steps", _integer("steps", self.steps, minimum=1))
+        _choice("device", self.device, DEVICES)
+        _set(self, "extract", _extract_settings(self.extract))
+        if self.extract is not None and not self.mesh_out:
+            raise ValueError("a compress that extracts its surface needs mesh_out, the file to write it to")
+        if os.path.abspath(self.source) == os.path.abspath(self.out_path):
+            raise ValueError(f"the compressed field would overwrite its source {self.source}: give another output")
+
+    @property
+    def from_mesh(self) -> bool:
+        return os.path.splitext(self.source)[1].lower() in MESH_SUFFIXES
+
+    def on_cpu(self) -> "CompressTask":
+        return replace(self, device="cpu")
+
+
 TASKS = {cls.type: cls for cls in (FitTask, FitSpaceTask, ExtractTask, ReconstructTask, BakeTask, EvalTask,
-                                   SdfTask)}
+                                   SdfTask, CompressTask)}
 
 
 def task_from_dict(data) -> Task:
