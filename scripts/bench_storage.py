@@ -2,7 +2,7 @@
 
     python scripts/bench_storage.py [--meshes ../shared/meshes] [--names stanford-bunny,spot,fandisk,teapot]
         [--ratios 0.5,0.2,0.1,0.05,0.02,0.01] [--vdb-voxels 0.016,0.008,0.004] [--fields DIR]
-        [--fit-tables 19,17,15] [--compress 6500,15000,40000] [--bits 8] [--device auto]
+        [--fit-tables 19,17,15] [--compress 3600,6500,15000,40000] [--bits 10,8] [--device auto]
         [--no-baselines] [--resolution 256] [--json out.json] [--plot out.png] [--merge a.json,b.json]
 
 Baselines, through the bpy module: Decimate (Collapse) at each ratio, then saved as binary PLY, as
@@ -35,6 +35,7 @@ import time
 import numpy as np
 
 import benchlib  # noqa: F401 - the checkout's package on the path
+from neural_field_addon.core.config import COMPRESS_DEFAULT_BITS
 from neural_field_addon.core.geometry import TriangleMesh
 from neural_field_addon.core.io.meshio import load_mesh
 from neural_field_addon.core.surface.metrics import compare_meshes
@@ -229,7 +230,7 @@ def plot(results: dict, path: str) -> None:
             rows = sorted(rows, key=lambda r: r["bytes"])
             style, colour = PLOT_STYLES.get(method, ("^-", None))
             if method.startswith("compressed"):  # the default bold, the variants tried beside it pale
-                style, colour = ("*-", "#1f77b4") if method == "compressed field (8 bits)" else ("*--", None)
+                style, colour = ("*-", "#1f77b4") if method == f"compressed field ({COMPRESS_DEFAULT_BITS} bits)" else ("*--", None)
             for axis, key in ((axes[0][column], "chamfer"), (axes[1][column], "normal_consistency")):
                 axis.plot([r["bytes"] for r in rows], [r[key] for r in rows], style, color=colour, label=method,
                           markersize=7 if method.startswith("compressed") else 5,
@@ -261,7 +262,8 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--compress", default=None, help="compress each mesh at these byte budgets (comma-separated)")
-    parser.add_argument("--bits", type=int, default=8, help="bits a weight of the compressed fields")
+    parser.add_argument("--bits", default=str(COMPRESS_DEFAULT_BITS),
+                        help="bits a weight of the compressed fields (comma-separated: one row set each)")
     parser.add_argument("--plot", default=None, help="write the rate-distortion plot (PNG) here")
     parser.add_argument("--merge", default=None, help="JSON files of earlier runs (comma-separated) to plot beside")
     parser.add_argument("--vdb-voxels", default="0.016,0.008,0.004",
@@ -293,8 +295,9 @@ def main() -> int:
             if args.compress:
                 from neural_field_addon.core.devices import resolve_device
 
-                rows += compressed_rows(mesh, [int(b) for b in args.compress.split(",")], args.bits,
-                                        resolve_device(args.device), args.resolution)
+                for bits in (int(b) for b in args.bits.split(",")):
+                    rows += compressed_rows(mesh, [int(b) for b in args.compress.split(",")], bits,
+                                            resolve_device(args.device), args.resolution)
             results[name] = rows
     for name, rows in results.items():
         print(f"\n{name}\n| method | ratio | bytes | Chamfer | normal consistency | F@1% |\n|---|---|---|---|---|---|")

@@ -40,16 +40,18 @@ def thinnest_shell(box_extent: float, resolution: int) -> float:
 # field's bytes and loses 2% of Chamfer at int8 (12.6 MB for the bunny, against 24.4 MB at float16
 # and 48.8 MB at float32; docs/BENCHMARKS.md), float16 for an MLP, whose few weights int8 would
 # move more than they save (an 8-bit Fourier MLP needs quantisation-aware training: compress).
-STORAGE_PRECISIONS = ("auto", "float32", "float16", "int8", "int6", "int5", "int4")
+STORAGE_PRECISIONS = ("auto", "float32", "float16", "int10", "int8", "int6", "int5", "int4")
 DEFAULT_PRECISION = "auto"
 CODECS = (None, "lzma")
 
 
 # Compress (compression/compress.py): the bits a weight may take, and the default. At equal bytes
-# 8 bits beat 6 (a SIREN multiplies every weight's rounding by its omega of 30): the bunny at
-# 14 KB, Chamfer 3.4e-4 at 8 bits against 6.2e-4 at 6 (docs/BENCHMARKS.md).
-COMPRESS_BITS = (8, 6, 5, 4)
-COMPRESS_DEFAULT_BITS = 8
+# a narrower SIREN with finer weights wins down to 10 bits (rounding moves every pre-activation
+# of the next layer; the float student is barely better): the bunny at 14 KB, Chamfer 2.21e-4 at
+# 10 bits, 2.36e-4 at 8, 3.4e-4 at 6; at 38 KB 1.68e-4 at 10 and 2.84e-4 at 8; 12 bits gained
+# nothing more (1.61e-4 at 38 KB, 2.3e-4 at 14 KB) (docs/BENCHMARKS.md).
+COMPRESS_BITS = (10, 8, 6, 5, 4)
+COMPRESS_DEFAULT_BITS = 10
 
 
 def resolve_precision(precision: str, config) -> str:
@@ -69,8 +71,9 @@ def check_storage(precision: str, codec) -> None:
         raise ValueError(f"storage precision must be one of {', '.join(STORAGE_PRECISIONS)}; got {precision!r}")
     if codec not in CODECS:
         raise ValueError(f"codec must be 'lzma' or none; got {codec!r}")
-    if (storage_bits(precision) or 8) < 8 and codec is None:
-        raise ValueError(f"{precision} storage needs the lzma codec: below 8 bits only entropy coding saves bytes")
+    if (storage_bits(precision) or 8) != 8 and codec is None:
+        raise ValueError(f"{precision} storage needs the lzma codec: at other than 8 bits only entropy coding "
+                         f"saves bytes")
 
 
 # Extraction: "adaptive", a narrow band around the surface; "dense", every grid sample (the reference).

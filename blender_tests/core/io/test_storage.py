@@ -1,5 +1,5 @@
-"""How field files keep their parameters: float16 by default, int8 with block scales and LZMA
-where asked, float32 exactly; every precision reads back, and a damaged quantised array is refused."""
+"""How field files keep their parameters: float16 by default, int4..int10 with block scales and
+LZMA where asked, float32 exactly; every precision reads back, and a damaged quantised array is refused."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from neural_field_addon.core.geometry import TriangleMesh
 from neural_field_addon.core.geometry.procedural import icosphere
 from neural_field_addon.core.io.codecs import BLOCK, decode, encode, is_packed
 from neural_field_addon.core.io.fieldfile import FieldFileError, load_field, save_field
-from neural_field_addon.core.io.fileheader import PACKED_VERSION, STORAGE_VERSION, read_header
+from neural_field_addon.core.io.fileheader import PACKED_VERSION, STORAGE_VERSION, WIDE_VERSION, read_header
 
 CONFIGS = {
     "fourier": FieldConfig(encoding="fourier", fourier_features=64, width=64, depth=2),
@@ -112,6 +112,25 @@ def test_fewer_bits_with_lzma_are_smaller_and_within_half_a_step(field, tmp_path
         if original.is_floating_point() and original.numel() >= 256:
             step = float(original.abs().max()) / levels
             assert float((stored - original).abs().max()) <= 0.5 * step * 1.01 + 1e-7, name
+
+
+def test_10_bits_are_finer_than_8_and_within_half_a_step(field, tmp_path):
+    precision = "int10"
+    save_field(tmp_path / "wide.nfield", field, precision, "lzma")
+    assert read_header(tmp_path / "wide.nfield")["version"] == WIDE_VERSION
+    back = load_field(tmp_path / "wide.nfield")
+    save_field(tmp_path / "int8.nfield", field, "int8", "lzma")
+    assert _error(back, field) < _error(load_field(tmp_path / "int8.nfield"), field)
+    levels = 2 ** (int(precision[3:]) - 1) - 1
+    for (name, original), (_, stored) in zip(field.network.state_dict().items(), back.network.state_dict().items()):
+        if original.is_floating_point() and original.numel() >= 256:
+            step = float(original.abs().max()) / levels
+            assert float((stored - original).abs().max()) <= 0.5 * step * 1.01 + 1e-7, name
+
+
+def test_8_bit_packed_files_stay_at_the_version_older_readers_take(field, tmp_path):
+    save_field(tmp_path / "int8.nfield", field, "int8", "lzma")
+    assert read_header(tmp_path / "int8.nfield")["version"] == PACKED_VERSION
 
 
 def test_a_packed_file_leaves_out_what_the_seed_rebuilds(field, tmp_path):

@@ -45,17 +45,20 @@ _PARTS = (":q", ":scale", ":shape")
 
 
 def quantise(array: np.ndarray, bits: int):
-    """(integers (blocks, BLOCK) int8, scales (blocks,) float16) of a float array at `bits`: each
+    """(integers (blocks, BLOCK) int8, int16 above 8 bits; scales (blocks,) float16) of a float array at `bits`: each
     block of BLOCK values (the flattened array, zero-padded) scaled so its largest magnitude maps
     to 2^(bits-1) - 1, with the scale rounded to float16 before dividing, so decoding inverts
-    exactly what was done."""
+    exactly what was done. Up to 10 bits, rounding is idempotent (float16's 2^-11 of the scale
+    moves the largest value less than half a level): a file keeps exactly the weights that
+    quantisation-aware training saw. 12 would not be."""
     levels = 2 ** (bits - 1) - 1
     flat = np.asarray(array, dtype=np.float32).reshape(-1)
     blocks = np.zeros((-(-flat.size // BLOCK), BLOCK), dtype=np.float32)
     blocks.reshape(-1)[: flat.size] = flat
     scale = (np.abs(blocks).max(axis=1) / np.float32(levels)).astype(np.float16)
     divisor = np.where(scale > 0, scale.astype(np.float32), 1.0)[:, None]
-    return np.clip(np.rint(blocks / divisor), -levels, levels).astype(np.int8), scale
+    integers = np.clip(np.rint(blocks / divisor), -levels, levels)
+    return integers.astype(np.int8 if bits <= 8 else np.int16), scale
 
 
 def _kept_as_float(array: np.ndarray, precision: str) -> bool:
@@ -148,8 +151,11 @@ def pack(header: dict, arrays: dict, precisions: dict) -> bytes:
                 quantised, scale = quantise(array, bits)
                 members.append([key, "q", list(array.shape), bits])
                 plain.append(scale.tobytes())
-                flat = quantised.reshape(-1)[: array.size].astype(np.int16)
-                values.append(np.where(flat >= 0, 2 * flat, -2 * flat - 1).astype(np.uint8).tobytes())
+                flat = quantised.reshape(-1)[: array.size].astype(np.int32)
+                zigzag = np.where(flat >= 0, 2 * flat, -2 * flat - 1)
+                values.append((zigzag & 0xFF).astype(np.uint8).tobytes())
+                if bits > 8:  # the high bytes as a plane of their own: small, they code in few bits
+                    values.append((zigzag >> 8).astype(np.uint8).tobytes())
                 continue
             if precision != "float32" and not _kept_as_float(array, precision):
                 array = array.astype(np.float16)
@@ -202,8 +208,11 @@ class PackedArchive:
                 offset += dtype.itemsize * count
         for key, _, shape, bits in quantised:
             count = int(np.prod(shape))
-            zigzag = np.frombuffer(payload, np.uint8, count, offset).astype(np.int16)
+            zigzag = np.frombuffer(payload, np.uint8, count, offset).astype(np.int32)
             offset += count
+            if bits > 8:
+                zigzag = zigzag | (np.frombuffer(payload, np.uint8, count, offset).astype(np.int32) << 8)
+                offset += count
             values = np.where(zigzag % 2 == 0, zigzag // 2, -(zigzag + 1) // 2).astype(np.float32)
             if np.abs(values).max(initial=0) > 2 ** (bits - 1) - 1:
                 raise ValueError(f"{key} holds values beyond {bits} bits")

@@ -36,7 +36,7 @@ import zipfile
 import numpy as np
 import torch
 
-from ..config import DEFAULT_PRECISION, FieldConfig, config_from_dict, config_to_dict, resolve_precision
+from ..config import DEFAULT_PRECISION, FieldConfig, config_from_dict, config_to_dict, resolve_precision, storage_bits
 from ..fields.color import color_network
 from ..fields.field import NeuralField
 from ..fields.networks import FieldNetwork
@@ -56,6 +56,7 @@ from .fileheader import (  # noqa: F401 - the header's names are part of this mo
     SPACE_VERSION,
     STORAGE_VERSION,
     SUFFIX,
+    WIDE_VERSION,
     FieldFileError,
     has_color,
     has_sides,
@@ -167,7 +168,8 @@ def _content(header: dict, networks: dict, extra: dict, precision: str, codec) -
     # feature at once (int8 projections: 1.8e-2 of error, against 2.3e-3 for the weights alone).
     precisions = {key: "float32" if key in fixed else precision for key in arrays}
     if codec is not None:
-        header["version"] = max(header["version"], PACKED_VERSION)
+        header["version"] = max(header["version"], PACKED_VERSION if (storage_bits(precision) or 8) <= 8
+                                else WIDE_VERSION)
         header["derived"] = derived
         return pack(header, arrays, precisions)
     buffer = io.BytesIO()

@@ -13,7 +13,7 @@ import numpy as np
 from .codecs import PACKED_MAGIC, PackedArchive
 
 FORMAT_NAME = "neural-field"
-FORMAT_VERSION = 8  # the newest version this add-on reads
+FORMAT_VERSION = 9  # the newest version this add-on reads
 FIELD_VERSION = 2  # what single fields are written as
 SPACE_VERSION = 3  # shape spaces
 GRID_SPACE_VERSION = 4  # shape spaces with latent grids
@@ -21,6 +21,7 @@ COLOR_VERSION = 5  # fields and spaces with colour
 SIDES_VERSION = 6  # shell fields with a side network (their sheets can be extracted)
 STORAGE_VERSION = 7  # arrays stored below float32 (io/codecs.py) or entropy-coded
 PACKED_VERSION = 8  # the packed, entropy-coded container (io/codecs.py) and derived buffers left out
+WIDE_VERSION = 9  # packed weights quantised above 8 bits (two byte planes)
 SPACE_CONTENT = "shape-space"
 SUFFIX = ".nfield"
 
