@@ -94,3 +94,22 @@ class RecordedEvents:
 
     def warning(self, message) -> None:
         self.warnings.append(message)
+
+
+def process_gone(pid: int, timeout: float = 10.0) -> bool:
+    """Whether process `pid` has ended within `timeout` seconds (a child of ours that has exited is
+    reaped, since it stays a zombie until then)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass  # not ours: wait for it to end
+        time.sleep(0.1)
+    return False

@@ -19,7 +19,7 @@ import bpy
 from . import storage
 from .jobs import WorkerError, WorkerJob
 from .redraw import redraw_areas
-from .worker_env import job_options, worker_paths, worker_python
+from .worker_env import job_options, warm_settings, worker_paths, worker_python
 
 PHASE_LABELS = {
     "groundtruth": "Computing ground truth",
@@ -171,7 +171,8 @@ class WorkerOperator:
         if STATE.running:
             self.report({"ERROR"}, "A Neural Field job is already running; cancel it or wait")
             return False
-        job = WorkerJob(python=worker_python(context), extra_paths=worker_paths(), options=job_options(context))
+        job = WorkerJob(python=worker_python(context), extra_paths=worker_paths(), options=job_options(context),
+                        warm=warm_settings(context))
         try:
             self.fill_job(context, job)
             job.start()

@@ -1,14 +1,20 @@
-"""Starting and driving the training worker (core/service/worker.py) and the live-preview server
-(core/service/preview.py) from Blender.
+"""Starting and driving the training worker and the live-preview server (core/service/preview.py)
+from Blender.
 
-No bpy here: a job is a private temporary folder holding job.json and the arrays, and a
-subprocess started without a shell. A reader thread moves the worker's JSON lines into a queue
-(it never touches bpy); the caller drains the queue from a modal timer or blocks on it. spawn,
-pump, stop and log_tail also drive dependencies.py's pip and environment-check processes.
+No bpy here: a job is a private temporary folder holding job.json and the arrays. It runs in the
+warm worker (core/service/server.py), one process per Blender kept with its imports done between
+jobs (`warm_worker`; replaced when it died or its settings changed, gone after its idle time, and
+when Blender exits), or, without warm settings, in a worker process of its own
+(core/service/worker.py). Processes start without a shell. A reader thread moves the worker's
+JSON lines into each job's queue (it never touches bpy); the caller drains the queue from a modal
+timer or blocks on it. spawn, pump, stop and log_tail also drive dependencies.py's pip and
+environment-check processes.
 """
 
 from __future__ import annotations
 
+import atexit
+import itertools
 import json
 import os
 import queue
@@ -23,6 +29,7 @@ from ..core.service.tasks import Task
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER_MODULE = os.path.basename(PACKAGE_DIR) + ".core.service.worker"
+SERVER_MODULE = os.path.basename(PACKAGE_DIR) + ".core.service.server"
 PREVIEW_MODULE = os.path.basename(PACKAGE_DIR) + ".core.service.preview"
 
 
@@ -115,20 +122,221 @@ def stop(process, grace: float) -> None:
                 pass  # unkillable (stuck in the driver): leave it to the OS
 
 
-class WorkerJob:
-    """One run of the worker over a list of tasks (see core/service/worker.py and tasks.py for their fields)."""
+class WarmWorker:
+    """One warm worker process (core/service/server.py) and the jobs it runs, its messages routed
+    to each job's queue by the job's id. `key` is what it was started with: a worker whose key
+    differs from the settings of a new job is replaced."""
 
-    def __init__(self, python: str | None = None, extra_paths: tuple[str, ...] = (), options: dict | None = None):
+    def __init__(self, key: tuple, python: str, extra_paths: tuple, idle: float, device: str):
+        self.key = key
+        self.folder = tempfile.mkdtemp(prefix="neural_field_worker_")
+        self.log_path = os.path.join(self.folder, "worker.log")
+        self._log = open(self.log_path, "wb")
+        self.ready: dict | None = None  # the worker's 'ready' message once its imports are done
+        self.unusable = ""  # why this Python cannot run jobs, if it said so
+        self.finished = False
+        self.statuses: queue.Queue = queue.Queue()
+        self._jobs: dict = {}  # job id -> its message queue
+        self._lock = threading.Lock()
+        self._stdin_lock = threading.Lock()
+        self.process = spawn(python, SERVER_MODULE, ["--idle", f"{idle:g}", "--device", device], self.folder,
+                             extra_paths, self._log, stdin=subprocess.PIPE)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return not self.finished and self.process.poll() is None
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return bool(self._jobs)
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            message = _parse_line(line)
+            if message is None:
+                continue
+            kind = message.get("type")
+            if kind == "ready":
+                self.ready = message
+                continue
+            if kind == "unusable":
+                self.unusable = message.get("message", "")
+                continue
+            if kind == "status":
+                self.statuses.put(message)
+                continue
+            job_id = message.pop("job", None)
+            with self._lock:
+                target = self._jobs.get(job_id)
+                if kind == "done":
+                    self._jobs.pop(job_id, None)
+            if target is not None:
+                target.put(message)
+        self.process.wait()
+        with self._lock:
+            self.finished = True
+            targets, self._jobs = list(self._jobs.values()), {}
+        for target in targets:
+            target.put({"type": "_exit", "code": self.process.returncode, "reason": self.unusable})
+
+    def submit(self, job_id: str, path: str, messages: queue.Queue) -> None:
+        """Run the job file at `path`; its messages go to `messages`, the last 'done' (or an
+        '_exit' if the worker dies first)."""
+        with self._lock:
+            if self.finished:
+                messages.put({"type": "_exit", "code": self.process.returncode, "reason": self.unusable})
+                return
+            self._jobs[job_id] = messages
+        try:
+            self._send({"type": "job", "id": job_id, "path": path})
+        except WorkerError:
+            pass  # it has exited: the reader gives the job its '_exit' and the reason
+
+    def cancel(self, job_id: str, grace: float) -> None:
+        """Ask the worker to stop the job at its next progress report; if it has not within
+        `grace` seconds (a long step that reports nothing), the worker is stopped."""
+        with self._lock:
+            if job_id not in self._jobs:
+                return
+            self._jobs[job_id] = queue.Queue()  # its caller has gone: the rest is dropped
+        try:
+            self._send({"type": "cancel", "id": job_id})
+        except WorkerError:
+            return
+        timer = threading.Timer(grace, self._stop_if_running, args=(job_id,))
+        timer.daemon = True
+        timer.start()
+
+    def status(self, timeout: float = 10.0) -> dict:
+        """The worker's status reply (core/service/server.py): its pid, jobs run, the GPU memory
+        it holds. It answers between jobs."""
+        self._send({"type": "status"})
+        try:
+            return self.statuses.get(timeout=timeout)
+        except queue.Empty as error:
+            raise WorkerError("the training worker did not answer") from error
+
+    def _stop_if_running(self, job_id: str) -> None:
+        with self._lock:
+            running = job_id in self._jobs
+        if running:
+            stop(self.process, grace=0.5)
+
+    def _send(self, message: dict) -> None:
+        try:
+            with self._stdin_lock:
+                self.process.stdin.write(json.dumps(message) + "\n")
+                self.process.stdin.flush()
+        except (OSError, ValueError) as error:  # it has exited (its pipe is closed)
+            raise WorkerError(f"the training worker has stopped: {log_tail(self.log_path) or error}") from error
+
+    def shutdown(self, grace: float = 1.0) -> None:
+        """Ask the worker to quit, and stop it if it has not within `grace` seconds."""
+        if self.process.poll() is None:
+            try:
+                self._send({"type": "quit"})
+                self.process.stdin.close()
+                self.process.wait(timeout=grace)
+            except (WorkerError, OSError, subprocess.TimeoutExpired):
+                pass
+        stop(self.process, grace=0.5)
+        self._reader.join(timeout=2)
+        self._log.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_WORKER: WarmWorker | None = None
+_WORKER_LOCK = threading.Lock()
+# Settings whose worker could not run jobs (missing dependencies): a prewarm does not start them
+# again until a job asks (which reports why) or the settings change.
+_UNUSABLE: set = set()
+
+
+def warm_worker(python: str, extra_paths: tuple = (), idle: float = 600.0, device: str = "auto",
+                memory: float = 1.0, replace_busy: bool = True) -> WarmWorker:
+    """This Blender's warm worker for these settings: the running one, or a new one where there
+    is none, it died, or it was started with other settings (its Python, dependency folder, idle
+    time, device or memory limit). A busy worker is replaced only with `replace_busy`."""
+    global _WORKER
+    key = (python, tuple(extra_paths), float(idle), device, float(memory))
+    with _WORKER_LOCK:
+        current = _WORKER
+        if current is not None and current.key == key and current.alive:
+            return current
+        if current is not None and current.alive and current.busy and not replace_busy:
+            return current
+        if current is not None:
+            _WORKER = None
+            current.shutdown()
+        _WORKER = WarmWorker(key, python, tuple(extra_paths), idle, device)
+        return _WORKER
+
+
+def prewarm(python: str, extra_paths: tuple = (), idle: float = 600.0, device: str = "auto",
+            memory: float = 1.0) -> WarmWorker | None:
+    """Start the warm worker in the background if it is not running (the panel is drawn, the
+    add-on enabled): never raises, never blocks, and leaves a busy worker alone."""
+    key = (python, tuple(extra_paths), float(idle), device, float(memory))
+    if key in _UNUSABLE:
+        return None
+    try:
+        worker = warm_worker(python, extra_paths, idle, device, memory, replace_busy=False)
+    except WorkerError:
+        _UNUSABLE.add(key)
+        return None
+    if worker.unusable:
+        _UNUSABLE.add(key)
+    return worker
+
+
+def current_worker() -> WarmWorker | None:
+    """The warm worker if one is running."""
+    worker = _WORKER
+    return worker if worker is not None and worker.alive else None
+
+
+def shutdown_worker() -> None:
+    """Stop the warm worker (the add-on is disabled, Blender exits)."""
+    global _WORKER
+    with _WORKER_LOCK:
+        worker, _WORKER = _WORKER, None
+    if worker is not None:
+        worker.shutdown()
+
+
+atexit.register(shutdown_worker)
+_JOB_IDS = itertools.count(1)
+# Seconds a cancelled job has to reach its next progress report before its worker is stopped.
+CANCEL_GRACE = 10.0
+
+
+class WorkerJob:
+    """One job of tasks (see core/service/worker.py and tasks.py for their fields), run by the
+    warm worker when `warm` gives its settings (warm_worker's idle, device, memory), else by a
+    worker process of its own."""
+
+    def __init__(self, python: str | None = None, extra_paths: tuple[str, ...] = (), options: dict | None = None,
+                 warm: dict | None = None):
         # mkdtemp creates the folder readable by this user only (mode 0700).
         self.folder = tempfile.mkdtemp(prefix="neural_field_job_")
         self.python = python or sys.executable
         self.extra_paths = tuple(p for p in extra_paths if p)
         self.tasks: list[dict] = []
         self.options = dict(options or {})  # job-level: cpu_fallback, gpu_memory_fraction
+        self.warm = warm
+        self.worker: WarmWorker | None = None
         self.process: subprocess.Popen | None = None
         self.messages: queue.Queue = queue.Queue()
         self.done = False
         self.started_at = 0.0
+        self.id = f"{os.getpid()}-{next(_JOB_IDS)}"
         self._reader: threading.Thread | None = None
         self._stderr = None
 
@@ -144,10 +352,15 @@ class WorkerJob:
     def start(self) -> None:
         with open(self.path("job.json"), "w", encoding="utf-8") as handle:
             json.dump({**self.options, "tasks": self.tasks}, handle)
+        self.started_at = time.monotonic()
+        if self.warm is not None:
+            self.worker = warm_worker(self.python, self.extra_paths, **self.warm)
+            self.process = self.worker.process
+            self.worker.submit(self.id, self.path("job.json"), self.messages)
+            return
         self._stderr = open(self.path("worker.log"), "wb")
         self.process = spawn(self.python, WORKER_MODULE, [self.path("job.json")], self.folder, self.extra_paths,
                               self._stderr, stdin=subprocess.DEVNULL)
-        self.started_at = time.monotonic()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -181,18 +394,22 @@ class WorkerJob:
         if self.done:
             return []
         self.done = True
-        return [
-            {"type": "error", "task": None, "message": f"the training worker stopped unexpectedly "
-             f"(exit code {message['code']}): {self.log_tail() or 'no output'}"},
-            {"type": "done"},
-        ]
+        text = message.get("reason") or (f"the training worker stopped unexpectedly (exit code {message['code']}): "
+                                         f"{self.log_tail() or 'no output'}")
+        return [{"type": "error", "task": None, "message": text}, {"type": "done"}]
 
     def log_tail(self, lines: int = 6) -> str:
-        return log_tail(self.path("worker.log"), lines)
+        return log_tail(self.worker.log_path if self.worker is not None else self.path("worker.log"), lines)
 
     def cancel(self, grace: float = 0.5) -> None:
-        """Stop the worker: terminate, then kill if it has not exited within `grace` seconds."""
-        stop(self.process, grace)
+        """Stop the job. In the warm worker it stops at its next progress report and the worker
+        stays (stopped only if the job does not stop within CANCEL_GRACE); a worker of its own is
+        terminated, then killed if it has not exited within `grace` seconds."""
+        if self.worker is not None:
+            if not self.done:
+                self.worker.cancel(self.id, CANCEL_GRACE)
+        else:
+            stop(self.process, grace)
         self.done = True
 
     def cleanup(self) -> None:

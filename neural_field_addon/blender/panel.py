@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import bpy
 
-from . import live
+from . import live, worker_env
 from .driver import STATE
 from .field_objects import space_shape_count
 from .storage import absolute_path, field_problem
+
+
+def _prewarm(context) -> None:
+    """The panel is drawn: a job is likely soon, so the warm worker starts loading (a cheap check
+    once it runs; a Python that cannot run jobs is not retried)."""
+    try:
+        worker_env.prewarm(context)
+    except Exception as error:  # noqa: BLE001 - drawing must go on; the job will report the problem
+        print(f"Neural Field: could not start the worker: {error}")
 
 
 class VIEW3D_PT_neural_field(bpy.types.Panel):
@@ -19,6 +28,7 @@ class VIEW3D_PT_neural_field(bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         settings = context.scene.neural_field
+        _prewarm(context)
 
         if STATE.running:
             box = layout.box()

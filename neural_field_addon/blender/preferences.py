@@ -6,12 +6,12 @@ the settings mean for a job (the worker's Python, paths, device, options) is wor
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from . import dependencies
 from .properties import DEVICE_ITEMS
 from .storage import ADDON_PACKAGE
-from .worker_env import dependency_folder, worker_python
+from .worker_env import DEFAULT_IDLE_MINUTES, dependency_folder, worker_python
 
 
 class NeuralFieldPreferences(bpy.types.AddonPreferences):
@@ -29,6 +29,10 @@ class NeuralFieldPreferences(bpy.types.AddonPreferences):
         name="GPU Memory Limit", subtype="FACTOR", min=0.05, max=1.0, default=1.0,
         description="Largest share of the GPU's memory the worker may use; lower it to leave room for "
         "Blender's viewport and Cycles on the same GPU")
+    worker_idle_minutes: IntProperty(
+        name="Keep Worker Warm", min=0, max=24 * 60, default=DEFAULT_IDLE_MINUTES,
+        description="Minutes the training worker stays loaded after a job, so the next one starts at "
+        "once (it holds no GPU memory but its context while it waits); 0 starts a fresh worker for every job")
     fields_folder: StringProperty(
         name="Fields Folder", subtype="DIR_PATH", default="",
         description="Where new field files are written; empty keeps them beside the .blend in "
@@ -49,6 +53,7 @@ class NeuralFieldPreferences(bpy.types.AddonPreferences):
         col.prop(self, "device")
         col.prop(self, "cpu_fallback")
         col.prop(self, "gpu_memory_limit", slider=True)
+        col.prop(self, "worker_idle_minutes")
 
         col = layout.column()
         col.label(text="Storage", icon="FILE_FOLDER")

@@ -1,12 +1,13 @@
 """register()/unregister(): classes in order (the property groups before what uses them, a parent
 panel before its child), properties attached to Scene and Object, and the handlers of the live
-preview and of field storage."""
+preview and of field storage; the warm worker started soon after (never during) register, and
+stopped with unregister."""
 
 from __future__ import annotations
 
 import bpy
 
-from . import dependencies, live, operators, panel, preferences, properties, storage
+from . import dependencies, jobs, live, operators, panel, preferences, properties, storage, worker_env
 
 CLASSES = (
     properties.NeuralFieldSceneSettings,
@@ -35,9 +36,22 @@ def register():
     bpy.types.Object.neural_field = bpy.props.PointerProperty(type=properties.NeuralFieldObjectSettings)
     live.register()
     storage.register()
+    if not bpy.app.background:  # a worker warming up while the artist looks around, never in the way of start
+        bpy.app.timers.register(_prewarm, first_interval=2.0)
+
+
+def _prewarm():
+    try:
+        worker_env.prewarm()
+    except Exception as error:  # noqa: BLE001 - a timer must not raise; the first job will say what is wrong
+        print(f"Neural Field: could not start the worker: {error}")
+    return None
 
 
 def unregister():
+    if bpy.app.timers.is_registered(_prewarm):
+        bpy.app.timers.unregister(_prewarm)
+    jobs.shutdown_worker()
     panel.unregister()
     storage.unregister()
     live.unregister()

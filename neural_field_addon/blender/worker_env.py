@@ -12,6 +12,9 @@ import bpy
 
 from .storage import ADDON_PACKAGE, user_folder
 
+# How long the warm worker waits for a next job before it exits (the preferences' default).
+DEFAULT_IDLE_MINUTES = 10
+
 
 def addon_preferences(context=None):
     """The add-on's preferences (preferences.NeuralFieldPreferences), or None when not registered."""
@@ -47,6 +50,26 @@ def job_device(context=None) -> str:
         prefs = addon_preferences(context)
         device = prefs.device if prefs else "AUTO"
     return device.lower()
+
+
+def warm_settings(context=None) -> dict | None:
+    """The warm worker's settings for a job (jobs.warm_worker's idle, device, memory), or None
+    where the preferences keep no warm worker (a worker process per job)."""
+    prefs = addon_preferences(context)
+    minutes = prefs.worker_idle_minutes if prefs is not None else DEFAULT_IDLE_MINUTES
+    if minutes <= 0:
+        return None
+    memory = float(prefs.gpu_memory_limit) if prefs is not None else 1.0
+    return {"idle": 60.0 * minutes, "device": job_device(context), "memory": memory}
+
+
+def prewarm(context=None) -> None:
+    """Start the warm worker in the background, if the preferences keep one and it is not running."""
+    settings = warm_settings(context)
+    if settings is not None:
+        from .jobs import prewarm as start
+
+        start(worker_python(context), worker_paths(), **settings)
 
 
 def job_options(context=None) -> dict:

@@ -77,6 +77,18 @@ def test_fit_prints_its_report_as_json_on_the_last_stdout_line(torus_run):
     assert os.path.isfile(torus_run["field"])
 
 
+def test_fit_writes_the_surface_in_the_same_process_and_measures_it(tmp_path):
+    mesh_path = tmp_path / "torus.obj"
+    write_obj(mesh_path, *torus(1.0, 0.35))
+    run = run_cli("fit", mesh_path, "-o", tmp_path / "f.nfield", *FIT_OPTIONS, "--extract", tmp_path / "s.obj",
+                  "--resolution", RESOLUTION, "--json")
+    report = last_json_line(run)
+    assert report["mesh"] == str(tmp_path / "s.obj") and report["extract_seconds"] > 0
+    vertices, faces = read_obj(tmp_path / "s.obj")
+    assert len(faces) > 100
+    assert report["metrics"]["chamfer_l1"] < 5e-3 and report["metrics"]["normal_consistency"] > 0.9
+
+
 def test_extract_prints_json_and_writes_a_closed_mesh(torus_run):
     report = last_json_line(torus_run["extract"])
     vertices, faces = read_obj(torus_run["surface"])

@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--color", action=argparse.BooleanOptionalAction, default=None,
                      help="fit the mesh's colours too (OBJ materials and textures, PLY or NPZ vertex colours); "
                           "default: when it has any")
+    fit.add_argument("--extract", default=None, metavar="MESH_OUT",
+                     help="also write the fitted surface here (OBJ, PLY or NPZ), in the same process")
+    fit.add_argument("--resolution", type=int, default=256, help="with --extract: grid samples along the longest side")
+    fit.add_argument("--evaluate", action=argparse.BooleanOptionalAction, default=True,
+                     help="with --extract: measure the surface against the mesh (Chamfer, normal consistency, F-score)")
     fit.add_argument("--json", action="store_true", help="print a JSON object as the last line")
 
     space = sub.add_parser("fit-space", help="fit one shape space (a decoder and a latent code per shape) to "
@@ -220,9 +225,11 @@ def task_from_args(args) -> Task:
     """The task a parsed command line asks for."""
     if args.command == "fit":
         field, train = _overrides(args)
+        extract = None if args.extract is None else ExtractSettings(resolution=args.resolution)
         return FitTask(mesh=args.mesh, field_path=args.output, preset=args.preset, field_config=field,
                        train_config=train, color=args.color, storage=args.storage,
-                       codec="lzma" if args.lzma else None)
+                       codec="lzma" if args.lzma else None, extract=extract, mesh_out=args.extract,
+                       evaluate=args.evaluate)
     if args.command == "fit-space":
         field, train = _overrides(args)
         return FitSpaceTask(meshes=tuple(args.meshes), space_path=args.output, preset=args.preset,
@@ -275,9 +282,19 @@ def summary(task: Task, result: dict) -> tuple[str, dict]:
     if isinstance(task, FitTask):
         report = result["report"]
         color = f", with colour (field PSNR {report['field_color_psnr']:.1f} dB)" if "field_color_psnr" in report else ""
-        return (f"wrote {task.field_path}: {report['steps']} steps on {report['device_name']}, "
+        text = (f"wrote {task.field_path}: {report['steps']} steps on {report['device_name']}, "
                 f"ground truth {report['groundtruth_seconds']:.2f} s, training {report['train_seconds']:.2f} s, "
-                f"final loss {report['final_loss']:.3e}{color}"), {"field": task.field_path, "report": report}
+                f"final loss {report['final_loss']:.3e}{color}")
+        data = {"field": task.field_path, "report": report}
+        if task.mesh_out is not None:
+            text += f"; wrote {task.mesh_out} in {result['extract_seconds']:.2f} s"
+            data.update(mesh=task.mesh_out, extract_seconds=result["extract_seconds"])
+            if "metrics" in result:
+                metrics = result["metrics"]
+                text += (f", Chamfer-L1 {metrics['chamfer_l1']:.3e}, normal consistency "
+                         f"{metrics['normal_consistency']:.4f}, F-score@1% {metrics['fscore']:.4f}")
+                data.update(metrics=metrics, evaluate_seconds=result["evaluate_seconds"])
+        return text, data
     if isinstance(task, FitSpaceTask):
         report = result["report"]
         return (f"wrote {task.space_path}: {report['shapes']} shapes, {report['steps']} steps on "

@@ -49,13 +49,20 @@ import traceback
 from .protocol import Channel
 
 
-class ChannelEvents:
-    """A runner's events as protocol messages of task `index`."""
+class JobCancelled(Exception):
+    """The client cancelled the job: raised at the running task's next progress report."""
 
-    def __init__(self, channel: Channel, index: int):
-        self.channel, self.index = channel, index
+
+class ChannelEvents:
+    """A runner's events as protocol messages of task `index`; `cancelled()` (when given) is asked
+    at every progress report, and a job whose client cancelled it stops there."""
+
+    def __init__(self, channel: Channel, index: int, cancelled=None):
+        self.channel, self.index, self.cancelled = channel, index, cancelled
 
     def progress(self, info: dict) -> None:
+        if self.cancelled is not None and self.cancelled():
+            raise JobCancelled()
         self.channel.send("progress", task=self.index, **info)
 
     def warning(self, message: str) -> None:
@@ -103,16 +110,17 @@ def _limit_gpu_memory(fraction) -> None:
         torch.cuda.set_per_process_memory_fraction(float(fraction), 0)
 
 
-def _run_task(task, channel: Channel, index: int, cpu_fallback: bool) -> dict:
+def _run_task(task, channel: Channel, index: int, cpu_fallback: bool, cancelled=None) -> dict:
     """Run one task; where CUDA fails (out of memory, or no GPU) and the user allowed it, run it
     again on the CPU and say so."""
     from .runners import run_task
 
-    events = ChannelEvents(channel, index)
+    events = ChannelEvents(channel, index, cancelled)
     try:
         return run_task(task, events)
     except Exception as error:  # noqa: BLE001 - re-raised unless the CPU can take over
-        if not (cpu_fallback and hasattr(task, "on_cpu") and _is_cuda_failure(error)):
+        if isinstance(error, JobCancelled) or not (cpu_fallback and hasattr(task, "on_cpu")
+                                                   and _is_cuda_failure(error)):
             raise
         import torch
 
@@ -122,43 +130,31 @@ def _run_task(task, channel: Channel, index: int, cpu_fallback: bool) -> dict:
         return run_task(task.on_cpu(), events)
 
 
-def main(argv=None) -> int:
+def unusable_reason() -> str:
+    """Why this Python cannot run jobs (missing dependencies), or ''."""
+    missing = _missing_dependencies()
+    if not missing:
+        return ""
+    return (f"the training Python ({sys.executable}) lacks {', '.join(missing)}: click Install Dependencies "
+            "in the add-on preferences, or set 'Python for Training' to an interpreter that has them")
+
+
+def run_job(job: dict, base: str, channel, cancelled=None) -> bool:
+    """Run a job's tasks (paths relative to `base`), sending their messages on `channel` (no
+    'done'); True if every task succeeded. A cancelled job stops at once (JobCancelled)."""
     from .tasks import task_from_dict
 
-    argv = sys.argv[1:] if argv is None else argv
-    channel = Channel()
-    if len(argv) != 1:
-        channel.send("error", task=None, message="usage: python -m ...core.service.worker JOB.json")
-        channel.send("done")
-        return 2
-    job_path = os.path.abspath(argv[0])
-    try:
-        with open(job_path, encoding="utf-8") as handle:
-            job = json.load(handle)
-    except (OSError, ValueError) as error:
-        channel.send("error", task=None, message=f"cannot read job file {job_path}: {error}")
-        channel.send("done")
-        return 2
-    missing = _missing_dependencies()
-    if missing:
-        channel.send(
-            "error",
-            task=None,
-            message=f"the training Python ({sys.executable}) lacks {', '.join(missing)}: click Install "
-            "Dependencies in the add-on preferences, or set 'Python for Training' to an interpreter that has them",
-        )
-        channel.send("done")
-        return 2
     slow = _slow_geometry_warning()
     if slow:
         channel.send("warning", message=slow)
     _limit_gpu_memory(job.get("gpu_memory_fraction"))
     cpu_fallback = bool(job.get("cpu_fallback", False))
-    base = os.path.dirname(job_path)
     failed = False
     for index, data in enumerate(job.get("tasks", [])):
         try:
-            result = _run_task(task_from_dict(data).relative_to(base), channel, index, cpu_fallback)
+            result = _run_task(task_from_dict(data).relative_to(base), channel, index, cpu_fallback, cancelled)
+        except JobCancelled:
+            raise
         except Exception as error:  # noqa: BLE001 - every failure becomes a message
             # Expected failures (bad task, bad mesh, empty surface, CUDA out of memory) read as
             # they are; anything else is named by its type. The remaining tasks still run.
@@ -168,8 +164,40 @@ def main(argv=None) -> int:
             failed = True
             continue
         channel.send("result", task=index, **result)
+    return not failed
+
+
+def read_job(job_path: str) -> dict:
+    """A job file's object; OSError or ValueError when it cannot be read."""
+    with open(job_path, encoding="utf-8") as handle:
+        job = json.load(handle)
+    if not isinstance(job, dict):
+        raise ValueError("a job file holds a JSON object")
+    return job
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    channel = Channel()
+    if len(argv) != 1:
+        channel.send("error", task=None, message="usage: python -m ...core.service.worker JOB.json")
+        channel.send("done")
+        return 2
+    job_path = os.path.abspath(argv[0])
+    try:
+        job = read_job(job_path)
+    except (OSError, ValueError) as error:
+        channel.send("error", task=None, message=f"cannot read job file {job_path}: {error}")
+        channel.send("done")
+        return 2
+    reason = unusable_reason()
+    if reason:
+        channel.send("error", task=None, message=reason)
+        channel.send("done")
+        return 2
+    succeeded = run_job(job, os.path.dirname(job_path), channel)
     channel.send("done")
-    return 1 if failed else 0
+    return 0 if succeeded else 1
 
 
 if __name__ == "__main__":
