@@ -28,7 +28,8 @@ def _module(name):
 def prefs(addon):
     preferences = bpy.context.preferences.addons[PACKAGE].preferences
     yield preferences
-    for name in ("device", "cpu_fallback", "gpu_memory_limit", "fields_folder", "python_path", "wheel_folder"):
+    for name in ("device", "cpu_fallback", "gpu_memory_limit", "fields_folder", "python_path", "wheel_folder",
+                 "worker_idle_minutes"):
         preferences.property_unset(name)
 
 
@@ -60,6 +61,22 @@ def test_check_reports_the_pytorch_and_device_the_worker_will_use(prefs):
     assert report["cuda"] == torch.cuda.is_available()
     assert report["missing"] == []
     assert dependencies.found_text().startswith(f"PyTorch {torch.__version__}")
+
+
+def test_check_compiles_the_kernels_into_the_add_ons_cache_and_a_fit_then_compiles_nothing(prefs, empty_scene):
+    from neural_field_addon.core.service.caches import CACHE_ENV, entries
+
+    assert bpy.ops.neural_field.check_dependencies() == {"FINISHED"}
+    dependencies = _module("dependencies")
+    assert dependencies.WARMUP.succeeded and dependencies.WARMUP.result.startswith("Kernels ready on CPU")
+    cache = _module("worker_env").worker_environment()[CACHE_ENV]
+    compiled = entries(cache)
+    assert compiled > 0
+    prefs.worker_idle_minutes = 0  # a fresh worker process, as the first fit after a restart
+    empty_scene.neural_field.steps, empty_scene.neural_field.device = 30, "CPU"
+    bpy.ops.mesh.primitive_ico_sphere_add(subdivisions=2)
+    assert bpy.ops.neural_field.fit() == {"FINISHED"}
+    assert entries(cache) == compiled
 
 
 def test_check_of_a_python_without_pytorch_names_what_is_missing(prefs, tmp_path):

@@ -64,9 +64,9 @@ def test_when_blenders_process_ends_no_worker_is_left(addon, tmp_path):
         import bpy
         bpy.ops.preferences.addon_enable(module={PACKAGE!r})
         import importlib
-        worker_env = importlib.import_module({PACKAGE!r} + ".blender.worker_env")
+        driver = importlib.import_module({PACKAGE!r} + ".blender.driver")
         jobs = importlib.import_module({PACKAGE!r} + ".blender.jobs")
-        worker_env.prewarm(bpy.context)  # what drawing the panel does
+        driver.prewarm(bpy.context)  # what drawing the panel does
         worker = jobs.current_worker()
         deadline = time.monotonic() + 120
         while worker.ready is None and time.monotonic() < deadline:

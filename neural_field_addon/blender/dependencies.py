@@ -4,7 +4,10 @@ Install runs pip in the worker's Python (`python -m pip install --target <depend
 without a shell, reading its output on a thread; the preferences show a progress bar and the last
 line, the status bar says what it does, and the result is reported in words. Check runs
 core/service/environment.py in the worker's Python and keeps what it found (PyTorch version, CUDA
-or not, the GPU) for the preferences to show. Neither imports torch into Blender.
+or not, the GPU) for the preferences to show. Both then warm the kernel caches: a warm-up job
+(core/service/tasks.py's WarmupTask) in the worker compiles what a fit compiles (Numba on the CPU,
+Triton on the GPU) into the add-on's cache folder, with progress, so the first fit on a machine
+is as fast as the tenth. Neither imports torch into Blender.
 """
 
 from __future__ import annotations
@@ -23,7 +26,15 @@ from bpy.props import StringProperty
 
 from .jobs import PACKAGE_DIR, WorkerError, log_tail, pump, spawn, stop
 from .redraw import redraw_areas
-from .worker_env import addon_preferences, dependency_folder, worker_paths, worker_python
+from .worker_env import (
+    addon_preferences,
+    dependency_folder,
+    job_device,
+    warm_settings,
+    worker_environment,
+    worker_paths,
+    worker_python,
+)
 
 ENVIRONMENT_MODULE = os.path.basename(PACKAGE_DIR) + ".core.service.environment"
 # What the worker needs (torch, scikit-image and NumPy) and what makes it fast on the CPU (Numba,
@@ -96,6 +107,81 @@ class ProbeState:
 
 
 PROBE = ProbeState()
+
+
+class WarmupState:
+    """The kernel warm-up after Install or Check: its progress and result, filled in by a thread."""
+
+    def __init__(self):
+        self.progress = 0.0
+        self.result = ""
+        self.succeeded = False
+        self.thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+
+WARMUP = WarmupState()
+# The longest a warm-up may take (a first CUDA fit compiles for well under a minute).
+WARMUP_TIMEOUT = 600.0
+
+
+def warmup_job(context):
+    """The warm-up job for the preferences' worker (the warm worker, which keeps what it loaded)."""
+    from ..core.service.tasks import WarmupTask
+    from .jobs import WorkerJob
+
+    job = WorkerJob(python=worker_python(context), extra_paths=worker_paths(), warm=warm_settings(context),
+                    environment=worker_environment())
+    job.add_task(WarmupTask(device=job_device(context)))
+    return job
+
+
+def warm_caches(job) -> bool:
+    """Run the warm-up job (blocking; on a thread for the UI), keeping its progress and result in WARMUP."""
+    WARMUP.progress, WARMUP.result, WARMUP.succeeded = 0.0, "Compiling kernels...", False
+    deadline = time.monotonic() + WARMUP_TIMEOUT
+    try:
+        job.start()
+        result, errors = None, []
+        while not job.done and time.monotonic() < deadline:
+            for message in job.wait_messages(timeout=0.25):
+                if message["type"] == "progress":
+                    WARMUP.progress = message.get("step", 0) / max(1, message.get("steps", 1))
+                elif message["type"] == "result":
+                    result = message
+                elif message["type"] == "error":
+                    errors.append(message.get("message", "unknown error"))
+    except WorkerError as error:
+        result, errors = None, [str(error)]
+    finally:
+        job.cleanup()
+    if result is None:
+        WARMUP.result = f"Kernels not compiled: {'; '.join(errors) or 'the warm-up took too long'}"
+        return False
+    devices = " and ".join(d.upper() for d in result["devices"])
+    WARMUP.progress, WARMUP.succeeded = 1.0, True
+    WARMUP.result = (f"Kernels ready on {devices} ({result['cache_files']} cached files, "
+                     f"{sum(result['seconds'].values()):.0f} s)")
+    return True
+
+
+def start_warmup(context) -> None:
+    """Warm the caches on a thread; the preferences redraw as it goes."""
+    if WARMUP.running:
+        return
+    job = warmup_job(context)
+    WARMUP.thread = threading.Thread(target=warm_caches, args=(job,), daemon=True)
+    WARMUP.thread.start()
+    if not bpy.app.background:
+        bpy.app.timers.register(_redraw_while_warming, first_interval=0.5)
+
+
+def _redraw_while_warming():
+    redraw_areas("PREFERENCES")
+    return 0.5 if WARMUP.running else None
 
 
 def pip_command(python: str, target: str, packages, wheel_folder: str = "") -> list[str]:
@@ -222,6 +308,10 @@ def draw_status(layout, context) -> None:
         layout.progress(factor=INSTALL.progress, type="BAR", text=f"{INSTALL.stage}: {INSTALL.last_line[:90]}")
     elif INSTALL.result:
         layout.label(text=INSTALL.result, icon="CHECKMARK" if INSTALL.succeeded else "ERROR")
+    if WARMUP.running:
+        layout.progress(factor=WARMUP.progress, type="BAR", text="Compiling kernels (once per machine)")
+    elif WARMUP.result:
+        layout.label(text=WARMUP.result, icon="CHECKMARK" if WARMUP.succeeded else "ERROR")
 
 
 class NEURAL_FIELD_OT_install_dependencies(bpy.types.Operator):
@@ -252,6 +342,9 @@ class NEURAL_FIELD_OT_install_dependencies(bpy.types.Operator):
             self.report({"INFO"}, INSTALL.result)
             if not bpy.app.background:
                 start_probe(worker_python(context), worker_paths())  # show what is there now
+                start_warmup(context)
+            elif not self.packages and warm_caches(warmup_job(context)):  # the standard set: compile once now
+                self.report({"INFO"}, WARMUP.result)
             return {"FINISHED"}
         self.report({"ERROR"}, INSTALL.result)
         return {"CANCELLED"}
@@ -310,7 +403,7 @@ class NEURAL_FIELD_OT_install_dependencies(bpy.types.Operator):
 
 
 class NEURAL_FIELD_OT_check_dependencies(bpy.types.Operator):
-    """Look again at what the training Python has: PyTorch, CUDA and the GPU"""
+    """Look again at what the training Python has (PyTorch, CUDA and the GPU) and compile the kernels a fit needs"""
 
     bl_idname = "neural_field.check_dependencies"
     bl_label = "Check"
@@ -320,6 +413,7 @@ class NEURAL_FIELD_OT_check_dependencies(bpy.types.Operator):
         if not bpy.app.background:
             PROBE.python = ""
             start_probe(python, worker_paths())
+            start_warmup(context)  # a Python without PyTorch says so in the warm-up's result
             return {"FINISHED"}
         # From a script: check now and report what was found.
         try:
@@ -330,4 +424,7 @@ class NEURAL_FIELD_OT_check_dependencies(bpy.types.Operator):
             return {"CANCELLED"}
         missing = PROBE.report.get("missing")
         self.report({"WARNING"} if missing else {"INFO"}, found_text())
+        if not missing:
+            warm_caches(warmup_job(context))
+            self.report({"INFO"} if WARMUP.succeeded else {"WARNING"}, WARMUP.result)
         return {"FINISHED"}

@@ -16,10 +16,10 @@ import time
 
 import bpy
 
-from . import storage
+from . import jobs, storage
 from .jobs import WorkerError, WorkerJob
 from .redraw import redraw_areas
-from .worker_env import job_options, warm_settings, worker_paths, worker_python
+from .worker_env import job_options, warm_settings, worker_environment, worker_paths, worker_python
 
 PHASE_LABELS = {
     "groundtruth": "Computing ground truth",
@@ -29,6 +29,14 @@ PHASE_LABELS = {
     "evaluate": "Measuring fidelity",
     "bake": "Baking the texture",
 }
+
+
+def prewarm(context=None) -> None:
+    """Start the warm worker in the background, if the preferences keep one and it is not running
+    (the panel is drawn, the add-on enabled)."""
+    settings = warm_settings(context)
+    if settings is not None:
+        jobs.prewarm(worker_python(context), worker_paths(), **settings, environment=worker_environment())
 
 
 class InputError(Exception):
@@ -172,7 +180,7 @@ class WorkerOperator:
             self.report({"ERROR"}, "A Neural Field job is already running; cancel it or wait")
             return False
         job = WorkerJob(python=worker_python(context), extra_paths=worker_paths(), options=job_options(context),
-                        warm=warm_settings(context))
+                        warm=warm_settings(context), environment=worker_environment())
         try:
             self.fill_job(context, job)
             job.start()

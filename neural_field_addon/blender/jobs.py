@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 
+from ..core.service.caches import CACHE_ENV
 from ..core.service.tasks import Task
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,21 +40,32 @@ class WorkerError(RuntimeError):
 
 def _package_root(folder: str) -> str:
     """A folder holding only our package (a link to it), so the worker does not see the other
-    extensions installed beside it as top-level packages."""
+    extensions installed beside it as top-level packages. In `folder`/package, kept if it is
+    there: a stable folder (the kernel cache's) gives every worker the same path to the sources,
+    which Numba's cache is keyed by."""
     root = os.path.join(folder, "package")
+    link = os.path.join(root, os.path.basename(PACKAGE_DIR))
     os.makedirs(root, exist_ok=True)
     try:
-        os.symlink(PACKAGE_DIR, os.path.join(root, os.path.basename(PACKAGE_DIR)), target_is_directory=True)
+        if os.path.islink(link) and os.readlink(link) == PACKAGE_DIR:
+            return root
+        if os.path.islink(link):  # another installation of the add-on: point at this one
+            os.remove(link)
+        os.symlink(PACKAGE_DIR, link, target_is_directory=True)
+    except FileExistsError:  # another Blender made it at the same moment
+        return root if os.path.islink(link) and os.readlink(link) == PACKAGE_DIR else os.path.dirname(PACKAGE_DIR)
     except OSError:  # no symlinks (Windows without the privilege): use the parent folder
         return os.path.dirname(PACKAGE_DIR)
     return root
 
 
-def spawn(python: str, module: str, arguments: list, folder: str, extra_paths, stderr, stdin):
+def spawn(python: str, module: str, arguments: list, folder: str, extra_paths, stderr, stdin,
+          environment: dict | None = None):
     """Start `python -m module arguments...` without a shell, in `folder`, with our package and
-    `extra_paths` (the dependency folder) on its path and stdout as a text pipe."""
-    env = dict(os.environ)
-    paths = [_package_root(folder), *extra_paths]
+    `extra_paths` (the dependency folder) on its path, `environment` added to ours and stdout as a
+    text pipe."""
+    env = {**os.environ, **(environment or {})}
+    paths = [_package_root(env.get(CACHE_ENV) or folder), *extra_paths]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
@@ -127,7 +139,8 @@ class WarmWorker:
     to each job's queue by the job's id. `key` is what it was started with: a worker whose key
     differs from the settings of a new job is replaced."""
 
-    def __init__(self, key: tuple, python: str, extra_paths: tuple, idle: float, device: str):
+    def __init__(self, key: tuple, python: str, extra_paths: tuple, idle: float, device: str,
+                 environment: dict | None = None):
         self.key = key
         self.folder = tempfile.mkdtemp(prefix="neural_field_worker_")
         self.log_path = os.path.join(self.folder, "worker.log")
@@ -140,7 +153,7 @@ class WarmWorker:
         self._lock = threading.Lock()
         self._stdin_lock = threading.Lock()
         self.process = spawn(python, SERVER_MODULE, ["--idle", f"{idle:g}", "--device", device], self.folder,
-                             extra_paths, self._log, stdin=subprocess.PIPE)
+                             extra_paths, self._log, stdin=subprocess.PIPE, environment=environment)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -259,13 +272,18 @@ _WORKER_LOCK = threading.Lock()
 _UNUSABLE: set = set()
 
 
+def _key(python, extra_paths, idle, device, memory, environment) -> tuple:
+    return (python, tuple(extra_paths), float(idle), device, float(memory), tuple(sorted((environment or {}).items())))
+
+
 def warm_worker(python: str, extra_paths: tuple = (), idle: float = 600.0, device: str = "auto",
-                memory: float = 1.0, replace_busy: bool = True) -> WarmWorker:
+                memory: float = 1.0, environment: dict | None = None, replace_busy: bool = True) -> WarmWorker:
     """This Blender's warm worker for these settings: the running one, or a new one where there
     is none, it died, or it was started with other settings (its Python, dependency folder, idle
-    time, device or memory limit). A busy worker is replaced only with `replace_busy`."""
+    time, device, memory limit or environment: the kernel caches). A busy worker is replaced only
+    with `replace_busy`."""
     global _WORKER
-    key = (python, tuple(extra_paths), float(idle), device, float(memory))
+    key = _key(python, extra_paths, idle, device, memory, environment)
     with _WORKER_LOCK:
         current = _WORKER
         if current is not None and current.key == key and current.alive:
@@ -275,19 +293,19 @@ def warm_worker(python: str, extra_paths: tuple = (), idle: float = 600.0, devic
         if current is not None:
             _WORKER = None
             current.shutdown()
-        _WORKER = WarmWorker(key, python, tuple(extra_paths), idle, device)
+        _WORKER = WarmWorker(key, python, tuple(extra_paths), idle, device, environment)
         return _WORKER
 
 
 def prewarm(python: str, extra_paths: tuple = (), idle: float = 600.0, device: str = "auto",
-            memory: float = 1.0) -> WarmWorker | None:
+            memory: float = 1.0, environment: dict | None = None) -> WarmWorker | None:
     """Start the warm worker in the background if it is not running (the panel is drawn, the
     add-on enabled): never raises, never blocks, and leaves a busy worker alone."""
-    key = (python, tuple(extra_paths), float(idle), device, float(memory))
+    key = _key(python, extra_paths, idle, device, memory, environment)
     if key in _UNUSABLE:
         return None
     try:
-        worker = warm_worker(python, extra_paths, idle, device, memory, replace_busy=False)
+        worker = warm_worker(python, extra_paths, idle, device, memory, environment, replace_busy=False)
     except WorkerError:
         _UNUSABLE.add(key)
         return None
@@ -323,7 +341,7 @@ class WorkerJob:
     worker process of its own."""
 
     def __init__(self, python: str | None = None, extra_paths: tuple[str, ...] = (), options: dict | None = None,
-                 warm: dict | None = None):
+                 warm: dict | None = None, environment: dict | None = None):
         # mkdtemp creates the folder readable by this user only (mode 0700).
         self.folder = tempfile.mkdtemp(prefix="neural_field_job_")
         self.python = python or sys.executable
@@ -331,6 +349,7 @@ class WorkerJob:
         self.tasks: list[dict] = []
         self.options = dict(options or {})  # job-level: cpu_fallback, gpu_memory_fraction
         self.warm = warm
+        self.environment = dict(environment or {})  # added to the worker's (the kernel caches' folder)
         self.worker: WarmWorker | None = None
         self.process: subprocess.Popen | None = None
         self.messages: queue.Queue = queue.Queue()
@@ -354,13 +373,13 @@ class WorkerJob:
             json.dump({**self.options, "tasks": self.tasks}, handle)
         self.started_at = time.monotonic()
         if self.warm is not None:
-            self.worker = warm_worker(self.python, self.extra_paths, **self.warm)
+            self.worker = warm_worker(self.python, self.extra_paths, **self.warm, environment=self.environment)
             self.process = self.worker.process
             self.worker.submit(self.id, self.path("job.json"), self.messages)
             return
         self._stderr = open(self.path("worker.log"), "wb")
         self.process = spawn(self.python, WORKER_MODULE, [self.path("job.json")], self.folder, self.extra_paths,
-                              self._stderr, stdin=subprocess.DEVNULL)
+                              self._stderr, stdin=subprocess.DEVNULL, environment=self.environment)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import bpy
 
-from . import live, worker_env
-from .driver import STATE
+from . import live
+from .driver import STATE, prewarm
 from .field_objects import space_shape_count
 from .storage import absolute_path, field_problem
 
@@ -14,7 +14,7 @@ def _prewarm(context) -> None:
     """The panel is drawn: a job is likely soon, so the warm worker starts loading (a cheap check
     once it runs; a Python that cannot run jobs is not retried)."""
     try:
-        worker_env.prewarm(context)
+        prewarm(context)
     except Exception as error:  # noqa: BLE001 - drawing must go on; the job will report the problem
         print(f"Neural Field: could not start the worker: {error}")
 

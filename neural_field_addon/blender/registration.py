@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import dependencies, jobs, live, operators, panel, preferences, properties, storage, worker_env
+from . import dependencies, driver, jobs, live, operators, panel, preferences, properties, storage
 
 CLASSES = (
     properties.NeuralFieldSceneSettings,
@@ -42,7 +42,7 @@ def register():
 
 def _prewarm():
     try:
-        worker_env.prewarm()
+        driver.prewarm()
     except Exception as error:  # noqa: BLE001 - a timer must not raise; the first job will say what is wrong
         print(f"Neural Field: could not start the worker: {error}")
     return None

@@ -63,13 +63,12 @@ def warm_settings(context=None) -> dict | None:
     return {"idle": 60.0 * minutes, "device": job_device(context), "memory": memory}
 
 
-def prewarm(context=None) -> None:
-    """Start the warm worker in the background, if the preferences keep one and it is not running."""
-    settings = warm_settings(context)
-    if settings is not None:
-        from .jobs import prewarm as start
+def worker_environment() -> dict:
+    """What the worker's environment gets besides ours: where its compiled kernels are kept
+    (core/service/caches.py), a folder of the add-on's own."""
+    from ..core.service.caches import CACHE_ENV
 
-        start(worker_python(context), worker_paths(), **settings)
+    return {CACHE_ENV: user_folder("cache")}
 
 
 def job_options(context=None) -> dict:

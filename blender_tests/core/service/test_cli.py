@@ -89,6 +89,15 @@ def test_fit_writes_the_surface_in_the_same_process_and_measures_it(tmp_path):
     assert report["metrics"]["chamfer_l1"] < 5e-3 and report["metrics"]["normal_consistency"] > 0.9
 
 
+def test_warmup_compiles_into_the_cache_once(tmp_path):
+    environment = {**os.environ, "NEURAL_FIELD_CACHE": str(tmp_path / "cache")}
+    first = subprocess.run([sys.executable, "-m", "neural_field_addon.core", "warmup", "--device", "cpu", "--json"],
+                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=environment)
+    again = subprocess.run([sys.executable, "-m", "neural_field_addon.core", "warmup", "--device", "cpu", "--json"],
+                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=environment)
+    assert last_json_line(first)["compiled"] > 0 and last_json_line(again)["compiled"] == 0
+
+
 def test_extract_prints_json_and_writes_a_closed_mesh(torus_run):
     report = last_json_line(torus_run["extract"])
     vertices, faces = read_obj(torus_run["surface"])

@@ -152,3 +152,23 @@ def test_an_idle_worker_holds_no_gpu_memory_beyond_its_context():
     job.tasks[0]["train_config"]["device"] = "cuda"
     _timed(job)
     assert jobs.current_worker().status()["cuda_reserved"] == 0
+
+
+def test_after_the_warm_up_a_fit_compiles_nothing(tmp_path):
+    from neural_field_addon.core.service.caches import CACHE_ENV, entries
+
+    environment = {CACHE_ENV: str(tmp_path / "cache")}
+    warmup = jobs.WorkerJob(environment=environment)
+    warmup.add_task({"type": "warmup", "device": "cpu"})
+    try:
+        [result] = [m for m in _run(warmup, timeout=300) if m["type"] == "result"]
+    finally:
+        warmup.cleanup()
+    assert result["compiled"] > 0 and result["devices"] == ["cpu"]
+    compiled = entries(str(tmp_path / "cache"))
+    fit = _fit_job(warm=None)  # a fresh process, the way a first fit on the machine starts
+    fit.environment = environment
+    fit.tasks[0]["evaluate"] = True
+    _, messages = _timed(fit)
+    assert any(m["type"] == "result" for m in messages)
+    assert entries(str(tmp_path / "cache")) == compiled

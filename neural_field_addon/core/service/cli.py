@@ -39,6 +39,7 @@ from .tasks import (
     ReconstructTask,
     SdfTask,
     Task,
+    WarmupTask,
 )
 
 # Fit options that map one-to-one onto config fields: (flag, config, field, type, help).
@@ -182,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     small.add_argument("--device", choices=DEVICES, default="auto")
     small.add_argument("--json", action="store_true")
 
+    warm = sub.add_parser("warmup", help="compile the kernels a fit uses, once, into the caches "
+                                         "($NEURAL_FIELD_CACHE; Numba's and Triton's defaults without it)")
+    warm.add_argument("--device", choices=DEVICES, default="auto")
+    warm.add_argument("--json", action="store_true")
+
     evaluate = sub.add_parser("eval", help="fidelity of CANDIDATE against REFERENCE")
     evaluate.add_argument("reference")
     evaluate.add_argument("candidate")
@@ -247,6 +253,8 @@ def task_from_args(args) -> Task:
     if args.command == "compress":
         return CompressTask(source=args.source, out_path=args.output, bytes=args.bytes, chamfer=args.chamfer,
                             bits=args.bits, steps=args.steps, seed=args.seed, device=args.device)
+    if args.command == "warmup":
+        return WarmupTask(device=args.device)
     if args.command == "eval":
         return EvalTask(reference=args.reference, candidate=args.candidate, samples=args.samples, seed=args.seed)
     return SdfTask(mesh=args.mesh, points=args.points, output=args.output, device=args.device)
@@ -325,6 +333,9 @@ def summary(task: Task, result: dict) -> tuple[str, dict]:
             text = (f"wrote {task.out_path}: a shape space of {report['shapes']} shapes in {report['bytes']:,} bytes "
                     f"at {report['bits']} bits{fidelity}")
         return text, {"field": task.out_path, "report": report}
+    if isinstance(task, WarmupTask):
+        return (f"kernels ready on {' and '.join(result['devices'])}: {result['compiled']} files compiled, "
+                f"{result['cache_files']} in the caches"), result
     if isinstance(task, EvalTask):
         color = f", colour PSNR {result['color_psnr']:.2f} dB (sRGB)" if "color_psnr" in result else ""
         return (f"Chamfer-L1 {result['chamfer_l1']:.3e} of the diagonal, normal consistency "
@@ -334,7 +345,10 @@ def summary(task: Task, result: dict) -> tuple[str, dict]:
 
 def main(argv=None) -> int:
     from ..io.fileheader import FieldFileError
+    from .caches import configure
     from .runners import run_task
+
+    configure()  # $NEURAL_FIELD_CACHE, where set: the add-on's compiled kernels
 
     args = build_parser().parse_args(argv)
     try:

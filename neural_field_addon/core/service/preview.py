@@ -11,7 +11,7 @@ lines, requests on stdin and replies on stdout:
       -> {"type": "mesh", "id": k, "path": NPZ, "vertices": v, "faces": f, "seeded": bool, "seconds": s}
          and, when no request follows for a moment and a full extraction of a seeded blend finds
          more or less surface, a second "mesh" of the same id with "refined": true
-  {"type": "quit"}                  (or stdin closed: the client is gone)
+  {"type": "quit"}                  (or stdin closed: the client is gone; or its parent process ended)
   any failure -> {"type": "error", "id": k or null, "message": ...}
 
 Requests that arrive while a blend is being extracted are coalesced: only the newest blend is
@@ -30,7 +30,7 @@ import threading
 import time
 import traceback
 
-from .protocol import Channel
+from .protocol import Channel, exit_with_parent
 
 PREVIEW_RESOLUTION = 64
 # Tiles of the preview's band: the thinnest band on the CPU, where samples cost most.
@@ -141,6 +141,7 @@ class PreviewServer:
 
 def main() -> int:
     channel = Channel()
+    exit_with_parent()
     stdin = sys.stdin
     sys.stdin = open(os.devnull)  # nothing else may read the request stream
     requests: queue.Queue = queue.Queue()

@@ -7,6 +7,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
+import time
+
+# How often a long-lived process checks that the process which started it is still there.
+PARENT_POLL_SECONDS = 1.0
 
 
 class Channel:
@@ -21,3 +26,18 @@ class Channel:
     def send(self, kind: str, **payload) -> None:
         self._stream.write(json.dumps({"type": kind, **payload}) + "\n")
         self._stream.flush()
+
+
+def exit_with_parent() -> None:
+    """Exit when the process that started this one is gone (its parent's pid changes), so a
+    long-lived worker never outlives Blender, even one that crashed: the pipe alone may stay open
+    (a grandchild holding it)."""
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(PARENT_POLL_SECONDS)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()

@@ -26,6 +26,7 @@ from .tasks import (
     ReconstructTask,
     SdfTask,
     Task,
+    WarmupTask,
 )
 
 # Surface samples per direction when a fit measures its result against the source.
@@ -317,8 +318,67 @@ def run_compress(task: CompressTask, events: Events) -> dict:
     return out
 
 
+def run_warmup(task: WarmupTask, events: Events) -> dict:
+    """Fits of a small torus, closed and cut open (an open mesh takes the winding-number and
+    openness kernels), with extraction and fidelity on each device the worker can use, so every
+    kernel a fit compiles is compiled now and kept (service/caches.py)."""
+    import tempfile
+
+    from ..devices import resolve_device
+    from ..geometry import TriangleMesh
+    from ..geometry.procedural import torus
+    from ..io.meshio import save_mesh
+    from .caches import entries
+
+    devices = ["cpu"]
+    if task.device != "cpu" and resolve_device(task.device) == "cuda":
+        devices.append("cuda")
+    cache = os.environ.get("NUMBA_CACHE_DIR"), os.environ.get("TRITON_CACHE_DIR")
+    before = sum(entries(folder) for folder in cache if folder)
+    start, seconds = time.perf_counter(), {}
+    with tempfile.TemporaryDirectory(prefix="neural_field_warmup_") as folder:
+        vertices, faces = torus(1.0, 0.35)
+        meshes = [os.path.join(folder, "closed.npz"), os.path.join(folder, "open.npz")]
+        save_mesh(meshes[0], TriangleMesh(vertices, faces))
+        save_mesh(meshes[1], TriangleMesh(vertices, faces[len(faces) // 16:]))  # a strip cut away
+        fits = [(device, mesh) for device in devices for mesh in meshes]
+        for index, (device, mesh_path) in enumerate(fits):
+            began = time.perf_counter()
+            fit = FitTask(mesh=mesh_path, field_path=os.path.join(folder, f"{device}.nfield"),
+                          preset="fast" if device == "cuda" else "compact",
+                          train_config={"steps": 30, "device": device, "report_every": 10},
+                          extract=ExtractSettings(resolution=64), mesh_out=os.path.join(folder, f"{device}.npz"))
+            run_fit(fit, _WarmupEvents(events, index, len(fits)))
+            seconds[device] = seconds.get(device, 0.0) + time.perf_counter() - began
+    events.progress({"phase": "warmup", "step": 100 * len(fits), "steps": 100 * len(fits)})
+    after = sum(entries(folder) for folder in cache if folder)
+    events.log(f"kernels ready on {' and '.join(devices)} in {time.perf_counter() - start:.1f} s "
+               f"({after - before} cache files written)")
+    return {"devices": devices, "seconds": seconds, "cache_files": after, "compiled": after - before}
+
+
+class _WarmupEvents:
+    """A warm-up fit's events: its progress as the warm-up's (device `index` of `count`, in
+    hundredths), its notes dropped (they are about the torus, not the user's meshes)."""
+
+    def __init__(self, events: Events, index: int, count: int):
+        self.events, self.index, self.count = events, index, count
+
+    def progress(self, info: dict) -> None:
+        fraction = info.get("step", 0) / max(1, info.get("steps", 1)) if info.get("phase") == "train" else 0.0
+        self.events.progress({"phase": "warmup", "step": 100 * self.index + round(90 * fraction),
+                              "steps": 100 * self.count})
+
+    def warning(self, message: str) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        pass
+
+
 RUNNERS = {FitTask: run_fit, FitSpaceTask: run_fit_space, ExtractTask: run_extract, ReconstructTask: run_reconstruct,
-           BakeTask: run_bake, EvalTask: run_eval, SdfTask: run_sdf, CompressTask: run_compress}
+           BakeTask: run_bake, EvalTask: run_eval, SdfTask: run_sdf, CompressTask: run_compress,
+           WarmupTask: run_warmup}
 
 
 @dataclass

@@ -32,14 +32,14 @@ import sys
 import threading
 import time
 
-from .protocol import Channel
+from . import caches
+from .protocol import Channel, exit_with_parent
 from .worker import JobCancelled, read_job, run_job, unusable_reason
 
 # What every job kind imports: loaded once at start, so the first job does not wait for them.
 WARM_MODULES = ("torch", "numpy", "skimage.measure", "scipy.sparse.csgraph",
                 "..fitting.fitter", "..fitting.space_fitter", "..surface.extraction", "..surface.metrics",
                 "..geometry.query", ".runners", ".tasks")
-PARENT_POLL_SECONDS = 1.0
 
 
 class JobChannel:
@@ -115,15 +115,6 @@ def _cuda_reserved() -> int:
     return int(torch.cuda.memory_reserved())
 
 
-def _watch_parent(parent: int) -> None:
-    """Exit when the process that started us is gone: its pipe may outlive it (a grandchild holding
-    it), so stdin's end alone is not enough."""
-    while True:
-        time.sleep(PARENT_POLL_SECONDS)
-        if os.getppid() != parent:
-            os._exit(0)
-
-
 def serve_job(request: dict, channel: Channel, requests: Requests) -> None:
     job_id = request.get("id")
     tagged = JobChannel(channel, job_id)
@@ -150,9 +141,10 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     start = time.perf_counter()
+    caches.configure()  # before Numba or Triton is imported
     channel = Channel()
     stdin, sys.stdin = sys.stdin, open(os.devnull)  # nothing else may read the request stream
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    exit_with_parent()
     reason = unusable_reason()
     if reason:
         channel.send("unusable", message=reason)

@@ -399,6 +399,21 @@ class EvalTask(Task):
 
 
 @dataclass(frozen=True)
+class WarmupTask(Task):
+    """Compile the kernels a fit uses once, into the caches (service/caches.py): small fits of a
+    closed and an open torus with extraction and fidelity on the CPU (Numba's ground truth and
+    queries) and, where CUDA is there and `device` allows it, with the Fast preset on the GPU
+    (Triton's kernels)."""
+
+    type: ClassVar[str] = "warmup"
+    paths: ClassVar[tuple] = ()
+    device: str = "auto"
+
+    def __post_init__(self):
+        _choice("device", self.device, DEVICES)
+
+
+@dataclass(frozen=True)
 class SdfTask(Task):
     """Exact signed distances (negative inside, sign by the generalized winding number) of the
     points in an .npy file of shape (n, 3) to a mesh, written as an .npy of n values."""
@@ -472,7 +487,7 @@ class CompressTask(Task):
 
 
 TASKS = {cls.type: cls for cls in (FitTask, FitSpaceTask, ExtractTask, ReconstructTask, BakeTask, EvalTask,
-                                   SdfTask, CompressTask)}
+                                   SdfTask, CompressTask, WarmupTask)}
 
 
 def task_from_dict(data) -> Task:

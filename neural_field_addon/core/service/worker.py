@@ -25,6 +25,8 @@ Job file: {"tasks": [...]}, each task one of
   (P2: the space with the reconstruction appended as its last shape)
   {"type": "bake", "field_path": P, "mesh": NPZ (vertices, faces, corner_uvs), "image_out": PNG,
    "size": S, "device": D}
+  {"type": "warmup", "device": D}
+  (compiles what a fit compiles into the kernel caches, service/caches.py)
   where EXTRACT is {"resolution": R, "level": L, "method": "adaptive" | "dense", "normals": bool,
   "texture": S} (all but resolution and level optional); with normals, the NPZ also holds
   per-vertex `normals`, and for a field with colour always linear `colors`. A fit's mesh NPZ may
@@ -177,6 +179,9 @@ def read_job(job_path: str) -> dict:
 
 
 def main(argv=None) -> int:
+    from .caches import configure
+
+    configure()  # before Numba or Triton is imported
     argv = sys.argv[1:] if argv is None else argv
     channel = Channel()
     if len(argv) != 1:
