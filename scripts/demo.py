@@ -29,6 +29,8 @@ def main() -> int:
     started = time.perf_counter()
     user_folder = tempfile.mkdtemp(prefix="neural_field_demo_user_")
     os.environ["BLENDER_USER_RESOURCES"] = user_folder  # before bpy is imported
+    # The compiled kernels outlive the throw-away user folder: a second demo compiles nothing.
+    os.environ.setdefault("NEURAL_FIELD_CACHE", os.path.join(args.out, "kernel_cache"))
     try:
         return run(args, user_folder, started)
     finally:

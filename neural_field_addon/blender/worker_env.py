@@ -65,10 +65,11 @@ def warm_settings(context=None) -> dict | None:
 
 def worker_environment() -> dict:
     """What the worker's environment gets besides ours: where its compiled kernels are kept
-    (core/service/caches.py), a folder of the add-on's own."""
+    (core/service/caches.py), a folder of the add-on's own unless $NEURAL_FIELD_CACHE names one
+    (a script's own, kept across throw-away Blender user folders)."""
     from ..core.service.caches import CACHE_ENV
 
-    return {CACHE_ENV: user_folder("cache")}
+    return {CACHE_ENV: os.environ.get(CACHE_ENV) or user_folder("cache")}
 
 
 def job_options(context=None) -> dict:
