@@ -89,6 +89,16 @@ def test_fit_writes_the_surface_in_the_same_process_and_measures_it(tmp_path):
     assert report["metrics"]["chamfer_l1"] < 5e-3 and report["metrics"]["normal_consistency"] > 0.9
 
 
+def test_a_fit_without_extraction_does_not_import_scikit_image(tmp_path):
+    mesh_path = tmp_path / "torus.obj"
+    write_obj(mesh_path, *torus(1.0, 0.35))
+    code = ("import sys; from neural_field_addon.core.service import cli; "
+            f"code = cli.main(['fit', {str(mesh_path)!r}, '-o', {str(tmp_path / 'f.nfield')!r}, '--steps', '5', "
+            "'--device', 'cpu']); print('skimage' in sys.modules, code)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert out.stdout.split()[-2:] == ["False", "0"], out.stderr[-2000:]
+
+
 def test_warmup_compiles_into_the_cache_once(tmp_path):
     environment = {**os.environ, "NEURAL_FIELD_CACHE": str(tmp_path / "cache")}
     first = subprocess.run([sys.executable, "-m", "neural_field_addon.core", "warmup", "--device", "cpu", "--json"],
