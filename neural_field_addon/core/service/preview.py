@@ -22,7 +22,6 @@ written atomically to the request's NPZ (arrays never travel through the pipe).
 from __future__ import annotations
 
 import collections
-import json
 import os
 import queue
 import sys
@@ -30,7 +29,7 @@ import threading
 import time
 import traceback
 
-from .protocol import Channel, exit_with_parent
+from .protocol import Channel, exit_with_parent, read_requests
 
 PREVIEW_RESOLUTION = 64
 # Tiles of the preview's band: the thinnest band on the CPU, where samples cost most.
@@ -39,17 +38,10 @@ PREVIEW_TILE = {"cpu": 2}
 REFINE_AFTER = 0.3
 
 
-def _read_requests(stream, requests: queue.Queue) -> None:
-    for line in stream:
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            request = json.loads(line)
-        except ValueError:
-            request = {"type": "invalid", "line": line[:200]}
-        requests.put(request if isinstance(request, dict) else {"type": "invalid", "line": line[:200]})
-    requests.put({"type": "quit"})
+def _read_requests(stream, pending: queue.Queue) -> None:
+    for request in read_requests(stream):
+        pending.put(request)
+    pending.put({"type": "quit"})
 
 
 def _next_request(requests: queue.Queue, pending: collections.deque, timeout=None) -> dict:

@@ -41,3 +41,17 @@ def exit_with_parent() -> None:
                 os._exit(0)
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+def read_requests(stream):
+    """The JSON objects of a request stream (stdin), one a line; a line that is not one comes as
+    {"type": "invalid", "line": ...}, for the reader to refuse. Ends when the stream closes."""
+    for line in stream:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            request = json.loads(line)
+        except ValueError:
+            request = None
+        yield request if isinstance(request, dict) else {"type": "invalid", "line": line[:200]}

@@ -33,7 +33,7 @@ import threading
 import time
 
 from . import caches
-from .protocol import Channel, exit_with_parent
+from .protocol import Channel, exit_with_parent, read_requests
 from .worker import JobCancelled, read_job, run_job, unusable_reason
 
 # What every job kind imports: loaded once at start, so the first job does not wait for them.
@@ -63,18 +63,7 @@ class Requests:
         threading.Thread(target=self._read, args=(stream,), daemon=True).start()
 
     def _read(self, stream) -> None:
-        import json
-
-        for line in stream:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                request = json.loads(line)
-            except ValueError:
-                request = {"type": "invalid", "line": line[:200]}
-            if not isinstance(request, dict):
-                request = {"type": "invalid", "line": line[:200]}
+        for request in read_requests(stream):
             if request.get("type") == "cancel":
                 with self._lock:
                     self.cancelled.add(request.get("id"))
