@@ -82,6 +82,10 @@ def run(args, user_folder: str, started: float) -> int:
 
     report = read_header(bpy.path.abspath(field_object.neural_field.field_path))["report"]
     timings.update({k: report[k] for k in ("groundtruth_seconds", "train_seconds") if k in report})
+    # The rest of the fit's wall time: the worker's start (none when it is warm), extraction and
+    # the worker's own fidelity measurement, and the messages and files between the processes.
+    timings["fit_other_seconds"] = timings["fit_wall_seconds"] - sum(
+        timings.get(k, 0.0) for k in ("groundtruth_seconds", "train_seconds"))
 
     # Independent fidelity check: both meshes in the source's object space.
     depsgraph = bpy.context.evaluated_depsgraph_get()
