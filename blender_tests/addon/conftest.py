@@ -27,3 +27,15 @@ def empty_scene(addon):
 
     bpy.ops.wm.read_homefile(use_empty=True)
     return bpy.context.scene
+
+
+@pytest.fixture
+def quick_scene(addon):
+    """A fresh, empty scene whose fits are quick: 30 steps on the CPU, extraction at 24, no
+    fidelity measurement."""
+    import bpy
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    settings = bpy.context.scene.neural_field
+    settings.steps, settings.resolution, settings.evaluate, settings.device = 30, 24, False, "CPU"
+    return bpy.context.scene

@@ -26,14 +26,6 @@ def _module(name):
     return importlib.import_module(f"{PACKAGE}.blender.{name}")
 
 
-@pytest.fixture
-def scene(addon):
-    bpy.ops.wm.read_homefile(use_empty=True)
-    settings = bpy.context.scene.neural_field
-    settings.steps, settings.resolution, settings.evaluate, settings.device = 30, 24, False, "CPU"
-    return bpy.context.scene
-
-
 def test_the_job_folder_is_private_and_the_worker_runs_without_a_shell(addon):
     jobs = _module("jobs")
     job = jobs.WorkerJob()
@@ -48,7 +40,7 @@ def test_the_job_folder_is_private_and_the_worker_runs_without_a_shell(addon):
     assert not os.path.exists(job.folder)
 
 
-def test_names_with_shell_syntax_stay_names(scene, tmp_path, monkeypatch):
+def test_names_with_shell_syntax_stay_names(quick_scene, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     bpy.ops.mesh.primitive_ico_sphere_add(subdivisions=2)
     name = "$(touch pwned) `touch pwned2`; touch pwned3 'x\""
@@ -60,7 +52,7 @@ def test_names_with_shell_syntax_stay_names(scene, tmp_path, monkeypatch):
     assert not any(entry.startswith("pwned") for entry in os.listdir(os.path.dirname(field.neural_field.field_path)))
 
 
-def test_a_field_file_holding_a_pickle_is_refused_without_running_it(scene, tmp_path):
+def test_a_field_file_holding_a_pickle_is_refused_without_running_it(quick_scene, tmp_path):
     import pickle
 
     class Payload:
@@ -90,7 +82,7 @@ def test_the_extension_zip_validates_with_blenders_tool(addon, tmp_path):
     assert not any("__pycache__" in name or name.endswith(".pyc") for name in names)
 
 
-def test_cancel_stops_a_job_within_a_second_and_leaves_the_scene_as_it_was(scene):
+def test_cancel_stops_a_job_within_a_second_and_leaves_the_scene_as_it_was(quick_scene):
     bpy.ops.mesh.primitive_monkey_add()
     bpy.context.scene.neural_field.steps = 100_000
     before = sorted(bpy.data.objects.keys()), sorted(bpy.data.meshes.keys()), sorted(bpy.data.collections.keys())

@@ -23,11 +23,8 @@ def _module(name):
 
 
 @pytest.fixture
-def scene(addon):
-    bpy.ops.wm.read_homefile(use_empty=True)
-    settings = bpy.context.scene.neural_field
-    settings.steps, settings.resolution, settings.evaluate, settings.device = 30, 24, False, "CPU"
-    yield bpy.context.scene
+def scene(quick_scene):
+    yield quick_scene
     bpy.context.preferences.addons[PACKAGE].preferences.python_path = ""
 
 

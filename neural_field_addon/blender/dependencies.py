@@ -24,17 +24,10 @@ import time
 import bpy
 from bpy.props import StringProperty
 
+from .driver import new_job
 from .jobs import PACKAGE_DIR, WorkerError, log_tail, pump, spawn, stop
 from .redraw import redraw_areas
-from .worker_env import (
-    addon_preferences,
-    dependency_folder,
-    job_device,
-    warm_settings,
-    worker_environment,
-    worker_paths,
-    worker_python,
-)
+from .worker_env import addon_preferences, dependency_folder, job_device, worker_paths, worker_python
 
 ENVIRONMENT_MODULE = os.path.basename(PACKAGE_DIR) + ".core.service.environment"
 # What the worker needs (torch, scikit-image and NumPy) and what makes it fast on the CPU (Numba,
@@ -131,10 +124,8 @@ WARMUP_TIMEOUT = 600.0
 def warmup_job(context):
     """The warm-up job for the preferences' worker (the warm worker, which keeps what it loaded)."""
     from ..core.service.tasks import WarmupTask
-    from .jobs import WorkerJob
 
-    job = WorkerJob(python=worker_python(context), extra_paths=worker_paths(), warm=warm_settings(context),
-                    environment=worker_environment())
+    job = new_job(context)
     job.add_task(WarmupTask(device=job_device(context)))
     return job
 

@@ -39,6 +39,13 @@ def prewarm(context=None) -> None:
         jobs.prewarm(worker_python(context), worker_paths(), **settings, environment=worker_environment())
 
 
+def new_job(context) -> WorkerJob:
+    """A job for the worker the preferences describe: its Python and paths, the job options, the
+    warm worker's settings and the kernel caches."""
+    return WorkerJob(python=worker_python(context), extra_paths=worker_paths(), options=job_options(context),
+                     warm=warm_settings(context), environment=worker_environment())
+
+
 class InputError(Exception):
     """Bad input found before any job starts; the message is reported as it is."""
 
@@ -179,8 +186,7 @@ class WorkerOperator:
         if STATE.running:
             self.report({"ERROR"}, "A Neural Field job is already running; cancel it or wait")
             return False
-        job = WorkerJob(python=worker_python(context), extra_paths=worker_paths(), options=job_options(context),
-                        warm=warm_settings(context), environment=worker_environment())
+        job = new_job(context)
         try:
             self.fill_job(context, job)
             job.start()

@@ -152,8 +152,13 @@ class WarmWorker:
         self._jobs: dict = {}  # job id -> its message queue
         self._lock = threading.Lock()
         self._stdin_lock = threading.Lock()
-        self.process = spawn(python, SERVER_MODULE, ["--idle", f"{idle:g}", "--device", device], self.folder,
-                             extra_paths, self._log, stdin=subprocess.PIPE, environment=environment)
+        try:
+            self.process = spawn(python, SERVER_MODULE, ["--idle", f"{idle:g}", "--device", device], self.folder,
+                                 extra_paths, self._log, stdin=subprocess.PIPE, environment=environment)
+        except WorkerError:
+            self._log.close()
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -267,9 +272,9 @@ class WarmWorker:
 
 _WORKER: WarmWorker | None = None
 _WORKER_LOCK = threading.Lock()
-# Settings whose worker could not run jobs (missing dependencies): a prewarm does not start them
-# again until a job asks (which reports why) or the settings change.
-_UNUSABLE: set = set()
+# Settings whose worker could not be started (no such Python): a prewarm does not try them again
+# until the settings change; a job asks anyway, and reports why.
+_UNSTARTABLE: set = set()
 
 
 def _key(python, extra_paths, idle, device, memory, environment) -> tuple:
@@ -302,16 +307,14 @@ def prewarm(python: str, extra_paths: tuple = (), idle: float = 600.0, device: s
     """Start the warm worker in the background if it is not running (the panel is drawn, the
     add-on enabled): never raises, never blocks, and leaves a busy worker alone."""
     key = _key(python, extra_paths, idle, device, memory, environment)
-    if key in _UNUSABLE:
-        return None
+    current = _WORKER
+    if key in _UNSTARTABLE or (current is not None and current.key == key and current.unusable):
+        return None  # a Python that cannot run jobs is not restarted at every redraw; a job says why
     try:
-        worker = warm_worker(python, extra_paths, idle, device, memory, environment, replace_busy=False)
+        return warm_worker(python, extra_paths, idle, device, memory, environment, replace_busy=False)
     except WorkerError:
-        _UNUSABLE.add(key)
+        _UNSTARTABLE.add(key)
         return None
-    if worker.unusable:
-        _UNUSABLE.add(key)
-    return worker
 
 
 def current_worker() -> WarmWorker | None:

@@ -172,3 +172,16 @@ def test_after_the_warm_up_a_fit_compiles_nothing(tmp_path):
     _, messages = _timed(fit)
     assert any(m["type"] == "result" for m in messages)
     assert entries(str(tmp_path / "cache")) == compiled
+
+
+def test_prewarm_does_not_restart_a_python_that_cannot_run_jobs(tmp_path):
+    # Drawing the panel prewarms at every redraw: a Python without PyTorch is started once only.
+    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+    python = str(tmp_path / "bare" / "bin" / "python")
+    first = jobs.prewarm(python, **WARM)
+    deadline = time.monotonic() + 30
+    while not first.unusable and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "PyTorch" in first.unusable
+    assert jobs.prewarm(python, **WARM) is None and jobs.prewarm(python, **WARM) is None
+    assert jobs._WORKER is first

@@ -6,8 +6,9 @@ small SIREN (Sitzmann et al. 2020; small overfitted networks beat decimation as 
 compressors, Davies et al. 2020) sized from the byte budget, fitted to the teacher's own values
 (distillation: points near the teacher's surface and in its box, labelled by the teacher) or to a
 mesh's exact distances, then fine-tuned through the quantiser (compression/quantization.py) and
-stored packed: `bits`-bit block-scaled integers behind LZMA (io/codecs.py). A byte target is met by construction (the packed bytes are counted, and a student
-over budget is refitted smaller); a Chamfer target by searching the budget ladder.
+stored packed: `bits`-bit block-scaled integers behind LZMA (io/codecs.py). A byte target is met
+by construction (the packed bytes are counted, and a student over budget is refitted smaller); a
+Chamfer target by searching the budget ladder.
 
 A shape space compresses as one: its shared decoder, every code and latent grid stored at the
 fewest bits that meet the target, so a library still has one decoder (`compress_space`)."""

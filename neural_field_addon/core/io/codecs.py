@@ -45,8 +45,8 @@ _PARTS = (":q", ":scale", ":shape")
 
 
 def quantise(array: np.ndarray, bits: int):
-    """(integers (blocks, BLOCK) int8, int16 above 8 bits; scales (blocks,) float16) of a float array at `bits`: each
-    block of BLOCK values (the flattened array, zero-padded) scaled so its largest magnitude maps
+    """(integers (blocks, BLOCK) int8, int16 above 8 bits; scales (blocks,) float16) of a float
+    array at `bits`: each block of BLOCK values (the flattened array, zero-padded) scaled so its largest magnitude maps
     to 2^(bits-1) - 1, with the scale rounded to float16 before dividing, so decoding inverts
     exactly what was done. Up to 10 bits, rounding is idempotent (float16's 2^-11 of the scale
     moves the largest value less than half a level): a file keeps exactly the weights that

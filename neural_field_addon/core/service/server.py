@@ -89,19 +89,23 @@ def warm(device: str) -> None:
             torch.cuda.init()
 
 
+def _cuda():
+    """torch.cuda where a job has made a CUDA context in this process, else None."""
+    torch = sys.modules.get("torch")
+    return torch.cuda if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized() else None
+
+
 def release_memory() -> None:
     """Return the caching allocator's free blocks to the driver (the context stays)."""
     gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
+    cuda = _cuda()
+    if cuda is not None:
+        cuda.empty_cache()
 
 
 def _cuda_reserved() -> int:
-    torch = sys.modules.get("torch")
-    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
-        return 0
-    return int(torch.cuda.memory_reserved())
+    cuda = _cuda()
+    return 0 if cuda is None else int(cuda.memory_reserved())
 
 
 def serve_job(request: dict, channel: Channel, requests: Requests) -> None:
