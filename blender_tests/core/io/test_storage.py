@@ -101,31 +101,32 @@ def test_fewer_than_8_bits_need_the_codec(field, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def _assert_within_half_a_step(field, back, bits: int) -> None:
+    """Every block-quantised parameter of `back` within half a level of `field`'s (a level: the
+    tensor's largest magnitude over 2^(bits-1) - 1)."""
+    levels = 2 ** (bits - 1) - 1
+    for (name, original), (_, stored) in zip(field.network.state_dict().items(), back.network.state_dict().items()):
+        if original.is_floating_point() and original.numel() >= 256:
+            step = float(original.abs().max()) / levels
+            assert float((stored - original).abs().max()) <= 0.5 * step * 1.01 + 1e-7, name
+
+
 @pytest.mark.parametrize("precision", ["int6", "int4"])
 def test_fewer_bits_with_lzma_are_smaller_and_within_half_a_step(field, tmp_path, precision):
     save_field(tmp_path / "int8.nfield", field, "int8", "lzma")
     save_field(tmp_path / "small.nfield", field, precision, "lzma")
     assert (tmp_path / "small.nfield").stat().st_size < (tmp_path / "int8.nfield").stat().st_size
     back = load_field(tmp_path / "small.nfield")
-    levels = 2 ** (int(precision[3:]) - 1) - 1
-    for (name, original), (_, stored) in zip(field.network.state_dict().items(), back.network.state_dict().items()):
-        if original.is_floating_point() and original.numel() >= 256:
-            step = float(original.abs().max()) / levels
-            assert float((stored - original).abs().max()) <= 0.5 * step * 1.01 + 1e-7, name
+    _assert_within_half_a_step(field, back, int(precision[3:]))
 
 
 def test_10_bits_are_finer_than_8_and_within_half_a_step(field, tmp_path):
-    precision = "int10"
-    save_field(tmp_path / "wide.nfield", field, precision, "lzma")
+    save_field(tmp_path / "wide.nfield", field, "int10", "lzma")
     assert read_header(tmp_path / "wide.nfield")["version"] == WIDE_VERSION
     back = load_field(tmp_path / "wide.nfield")
     save_field(tmp_path / "int8.nfield", field, "int8", "lzma")
     assert _error(back, field) < _error(load_field(tmp_path / "int8.nfield"), field)
-    levels = 2 ** (int(precision[3:]) - 1) - 1
-    for (name, original), (_, stored) in zip(field.network.state_dict().items(), back.network.state_dict().items()):
-        if original.is_floating_point() and original.numel() >= 256:
-            step = float(original.abs().max()) / levels
-            assert float((stored - original).abs().max()) <= 0.5 * step * 1.01 + 1e-7, name
+    _assert_within_half_a_step(field, back, 10)
 
 
 def test_8_bit_packed_files_stay_at_the_version_older_readers_take(field, tmp_path):
